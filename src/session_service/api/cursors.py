@@ -1,0 +1,55 @@
+"""Opaque paging cursors: base64url of a small JSON document. A bad one answers 422."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from datetime import datetime
+from typing import Any
+
+from session_service.db.repositories import SessionKey
+from session_service.errors import InvalidInput
+
+
+def _encode(payload: dict[str, Any]) -> str:
+    raw = json.dumps(payload, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode(cursor: str) -> dict[str, Any]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        payload = json.loads(raw)
+    except (binascii.Error, ValueError):
+        raise InvalidInput("invalid cursor") from None
+    if not isinstance(payload, dict):
+        raise InvalidInput("invalid cursor")
+    return payload
+
+
+def encode_session_cursor(key: SessionKey) -> str:
+    return _encode({"u": key.updated_at.isoformat(), "s": key.session_id})
+
+
+def decode_session_cursor(cursor: str) -> SessionKey:
+    payload = _decode(cursor)
+    try:
+        updated_at = datetime.fromisoformat(payload["u"])
+        session_id = payload["s"]
+    except (KeyError, TypeError, ValueError):
+        raise InvalidInput("invalid cursor") from None
+    if updated_at.tzinfo is None or not isinstance(session_id, str):
+        raise InvalidInput("invalid cursor")
+    return SessionKey(updated_at=updated_at, session_id=session_id)
+
+
+def encode_message_cursor(seq: int) -> str:
+    return _encode({"before": seq})
+
+
+def decode_message_cursor(cursor: str) -> int:
+    seq = _decode(cursor).get("before")
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+        raise InvalidInput("invalid cursor")
+    return seq

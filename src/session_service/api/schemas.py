@@ -1,0 +1,106 @@
+"""Request and response bodies of the HTTP API (api.md "Objects")."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from session_service.db.models import TITLE_LENGTH, ChatMessage, ChatSession
+from session_service.deps import SESSION_ID_PATTERN
+
+RESERVED_SESSION_IDS = frozenset({"status", "cleanup"})
+DEFAULT_TITLE = "New chat"
+
+
+class SessionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(DEFAULT_TITLE, max_length=TITLE_LENGTH)
+    context: dict[str, Any] = Field(default_factory=dict)
+    session_id: str | None = Field(
+        None,
+        pattern=SESSION_ID_PATTERN,
+        description="Caller-chosen id; creating it again is idempotent for its owner.",
+    )
+
+    @field_validator("session_id")
+    @classmethod
+    def _not_a_route(cls, value: str | None) -> str | None:
+        if value in RESERVED_SESSION_IDS:
+            raise ValueError(f"'{value}' is a route name and cannot be a session id")
+        return value
+
+
+class SessionUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str | None = Field(None, max_length=TITLE_LENGTH)
+    context: dict[str, Any] | None = Field(None, description="Replaces the whole context.")
+
+
+class MessagePublic(BaseModel):
+    id: int
+    session_id: str
+    role: Literal["user", "assistant", "system"]
+    content: str
+    timestamp: datetime
+    metadata: dict[str, Any]
+
+    @classmethod
+    def of(cls, row: ChatMessage) -> MessagePublic:
+        assert row.id is not None
+        return cls(
+            id=row.id,
+            session_id=row.session_id,
+            role=row.role,
+            content=row.content,
+            timestamp=row.timestamp,
+            metadata=row.meta,
+        )
+
+
+class SessionPublic(BaseModel):
+    session_id: str
+    user_id: str
+    title: str
+    created_at: datetime
+    updated_at: datetime
+    context: dict[str, Any]
+    ragflow_session_id: str | None
+    message_count: int
+    agent_active: bool
+
+    @classmethod
+    def of(cls, row: ChatSession, *, agent_active: bool) -> SessionPublic:
+        return cls(
+            session_id=row.session_id,
+            user_id=row.user_id,
+            title=row.title,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            context=row.context,
+            ragflow_session_id=row.ragflow_session_id,
+            message_count=row.message_count,
+            agent_active=agent_active,
+        )
+
+
+class SessionDetail(SessionPublic):
+    messages: list[MessagePublic]
+    has_more_messages: bool
+
+
+class SessionPage(BaseModel):
+    items: list[SessionPublic]
+    next_cursor: str | None
+
+
+class MessagePage(BaseModel):
+    items: list[MessagePublic]
+    next_cursor: str | None
+
+
+class ErrorBody(BaseModel):
+    detail: str

@@ -1,0 +1,129 @@
+"""Sessions: create, list, read, rename, delete, and page through messages."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response, status
+
+from session_service.api.cursors import (
+    decode_message_cursor,
+    decode_session_cursor,
+    encode_message_cursor,
+    encode_session_cursor,
+)
+from session_service.api.schemas import (
+    ErrorBody,
+    MessagePage,
+    MessagePublic,
+    SessionCreate,
+    SessionDetail,
+    SessionPage,
+    SessionPublic,
+    SessionUpdate,
+)
+from session_service.chat.sessions import create_session, delete_session
+from session_service.db.repositories import MessageRepository, SessionKey, SessionRepository
+from session_service.deps import CurrentUser, DbSession, OwnedSession
+
+router = APIRouter(
+    prefix="/api/sessions",
+    tags=["sessions"],
+    responses={
+        401: {"model": ErrorBody, "description": "Missing, invalid or expired token"},
+        503: {"model": ErrorBody, "description": "The database is unreachable"},
+    },
+)
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "Unknown session, or not yours"}
+}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        200: {"model": SessionPublic, "description": "You already own a session with that id"},
+        409: {"model": ErrorBody, "description": "That session_id belongs to someone else"},
+    },
+)
+async def create(
+    body: SessionCreate, user: CurrentUser, db: DbSession, response: Response
+) -> SessionPublic:
+    """Create a session (idempotent for a caller-chosen `session_id`)."""
+    row, created = await create_session(
+        db, user, session_id=body.session_id, title=body.title, context=body.context
+    )
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return SessionPublic.of(row, agent_active=False)
+
+
+@router.get("")
+async def list_sessions(
+    user: CurrentUser,
+    db: DbSession,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
+) -> SessionPage:
+    """List your sessions, most recently updated first."""
+    after = decode_session_cursor(cursor) if cursor else None
+    rows = await SessionRepository.from_session(db).list_for_user(
+        user.id, limit=limit + 1, after=after
+    )
+    page = rows[:limit]
+    next_cursor = None
+    if len(rows) > limit:
+        last = page[-1]
+        next_cursor = encode_session_cursor(SessionKey(last.updated_at, last.session_id))
+    return SessionPage(
+        items=[SessionPublic.of(row, agent_active=False) for row in page], next_cursor=next_cursor
+    )
+
+
+@router.get("/{session_id}", responses=NOT_FOUND)
+async def read(
+    session: OwnedSession,
+    db: DbSession,
+    messages_limit: Annotated[int, Query(ge=0, le=500)] = 50,
+) -> SessionDetail:
+    """Read a session with its latest messages (oldest first)."""
+    messages, has_more = await MessageRepository.from_session(db).latest(
+        session.session_id, limit=messages_limit
+    )
+    return SessionDetail(
+        **SessionPublic.of(session, agent_active=False).model_dump(),
+        messages=[MessagePublic.of(m) for m in messages],
+        has_more_messages=has_more,
+    )
+
+
+@router.patch("/{session_id}", responses=NOT_FOUND)
+async def update(session: OwnedSession, body: SessionUpdate, db: DbSession) -> SessionPublic:
+    """Rename a session or replace its context."""
+    row = await SessionRepository.from_session(db).update(
+        session, title=body.title, context=body.context
+    )
+    return SessionPublic.of(row, agent_active=False)
+
+
+@router.delete("/{session_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND)
+async def delete(session: OwnedSession, db: DbSession) -> None:
+    """Delete a session and all its messages."""
+    await delete_session(db, session)
+
+
+@router.get("/{session_id}/messages", responses=NOT_FOUND)
+async def list_messages(
+    session: OwnedSession,
+    db: DbSession,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    before: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
+) -> MessagePage:
+    """Page through a session's messages, newest page first, each page oldest first."""
+    before_seq = decode_message_cursor(before) if before else None
+    rows, has_more = await MessageRepository.from_session(db).latest(
+        session.session_id, limit=limit, before_seq=before_seq
+    )
+    next_cursor = encode_message_cursor(rows[0].seq) if has_more and rows else None
+    return MessagePage(items=[MessagePublic.of(m) for m in rows], next_cursor=next_cursor)

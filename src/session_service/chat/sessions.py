@@ -1,0 +1,61 @@
+"""A session's life in the persistent layer: create (idempotently) and delete."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from session_service.auth import User
+from session_service.db.models import ChatSession
+from session_service.db.repositories import SessionRepository
+from session_service.errors import Conflict
+
+log = logging.getLogger(__name__)
+
+
+async def create_session(
+    db: AsyncSession, user: User, *, session_id: str | None, title: str, context: dict[str, Any]
+) -> tuple[ChatSession, bool]:
+    """Create the session, or return the caller's existing one with that id.
+
+    Returns the row and whether it was created. Someone else's id is a conflict.
+    """
+    sessions = SessionRepository.from_session(db)
+    if session_id is not None:
+        existing = await sessions.get(session_id)
+        if existing is not None:
+            return _owned(existing, user), False
+    row = ChatSession(
+        session_id=session_id or uuid.uuid4().hex, user_id=user.id, title=title, context=context
+    )
+    try:
+        await sessions.insert(row)
+    except IntegrityError:
+        # A concurrent create with the same id won the race: answer as if we came second.
+        await db.rollback()
+        existing = await sessions.get(row.session_id)
+        if existing is None:
+            raise
+        return _owned(existing, user), False
+    log.info("session created session_id=%s user_id=%s", row.session_id, user.id)
+    return row, True
+
+
+def _owned(row: ChatSession, user: User) -> ChatSession:
+    if row.user_id != user.id:
+        raise Conflict("session_id is already taken")
+    return row
+
+
+async def delete_session(db: AsyncSession, row: ChatSession) -> None:
+    await SessionRepository.from_session(db).delete(row.session_id)
+    log.info(
+        "session deleted session_id=%s user_id=%s messages=%d",
+        row.session_id,
+        row.user_id,
+        row.message_count,
+    )

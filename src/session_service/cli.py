@@ -1,0 +1,120 @@
+"""`session-service serve | migrate | token`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import sys
+from collections.abc import Sequence
+
+from session_service.auth import mint_token
+from session_service.config import ConfigError, Settings, load_settings
+from session_service.db.engine import create_engine, database_url
+from session_service.db.migrate import upgrade_to_head
+from session_service.logs import configure_logging
+
+
+class CommandError(Exception):
+    """Stops the command with one line on stderr and exit status 2."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+        result: int = args.run(args, settings)
+    except (ConfigError, CommandError) as exc:
+        print(f"session-service: {exc}", file=sys.stderr)
+        return 2
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="session-service", description="Chat sessions with pooled LLM agents."
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    serve.set_defaults(run=_serve)
+
+    migrate = commands.add_parser("migrate", help="upgrade the database schema to the latest")
+    migrate.set_defaults(run=_migrate)
+
+    token = commands.add_parser("token", help="mint a JWT for local use")
+    token.add_argument("--user", required=True, help="the user id (`sub`)")
+    token.add_argument("--admin", action="store_true", help="grant the admin scope")
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+    token.set_defaults(run=_token)
+    return parser
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    if settings.dev_mode and not _is_loopback(args.host):
+        raise CommandError(
+            f"refusing to listen on {args.host} in development mode (AUTH_JWT_SECRET is unset): "
+            "set AUTH_JWT_SECRET, or serve on 127.0.0.1"
+        )
+    if args.workers < 1:
+        raise CommandError("--workers must be at least 1")
+    configure_logging(settings)
+    if database_url(settings.database_url).get_backend_name() == "sqlite":
+        # The zero-configuration start: the embedded database migrates itself.
+        _migrate(args, settings)
+    uvicorn.run(
+        "session_service.main:app",
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_config=None,
+        proxy_headers=True,
+    )
+    return 0
+
+
+def _migrate(_args: argparse.Namespace, settings: Settings) -> int:
+    async def run() -> None:
+        engine = create_engine(settings)
+        try:
+            await upgrade_to_head(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+    shown = database_url(settings.database_url).render_as_string(hide_password=True)
+    print(f"database schema is up to date: {shown}", file=sys.stderr)
+    return 0
+
+
+def _token(args: argparse.Namespace, settings: Settings) -> int:
+    if settings.auth_jwt_secret is None:
+        raise CommandError(
+            "AUTH_JWT_SECRET is unset: the service runs in development mode and needs no token"
+        )
+    if args.ttl < 1:
+        raise CommandError("--ttl must be at least 1 second")
+    print(
+        mint_token(
+            settings.auth_jwt_secret.get_secret_value(),
+            args.user,
+            admin=args.admin,
+            ttl_seconds=args.ttl,
+        )
+    )
+    return 0

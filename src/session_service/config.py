@@ -1,0 +1,117 @@
+"""Settings from the environment and an optional `.env` file (names as in api.md)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+from urllib.parse import quote
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/sessions.db"
+
+
+class ConfigError(Exception):
+    """A setting has a value the service cannot run with; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    database_url: str = ""
+    mysql_host: str | None = None
+    mysql_port: int = Field(3306, ge=1, le=65535)
+    mysql_user: str | None = None
+    mysql_password: SecretStr | None = None
+    mysql_database: str | None = None
+    db_pool_size: int = Field(10, ge=1)
+    db_max_overflow: int = Field(10, ge=0)
+    db_connect_timeout_seconds: float = Field(5.0, gt=0)
+    db_pool_timeout_seconds: float = Field(10.0, gt=0)
+
+    llm_provider: Literal["offline", "openai"] = "offline"
+    llm_model: str = "gpt-4o-mini"
+    llm_base_url: str | None = None
+    llm_api_key: SecretStr | None = None
+    llm_timeout_seconds: float = Field(60.0, gt=0)
+
+    ragflow_base_url: str | None = None
+    ragflow_api_key: SecretStr | None = None
+    ragflow_chat_id: str | None = None
+    ragflow_dataset_ids: Annotated[list[str], NoDecode] = []
+    ragflow_timeout_seconds: float = Field(60.0, gt=0)
+
+    agent_max_age_seconds: float = Field(1800, ge=0)
+    agent_cleanup_interval_seconds: float = Field(300, gt=0)
+    agent_pool_max_size: int = Field(1000, ge=1)
+    turn_lock_timeout_seconds: float = Field(120, ge=0)
+
+    auth_jwt_secret: SecretStr | None = None
+
+    log_file: str = "logs/app.log"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("ragflow_dataset_ids", mode="before")
+    @classmethod
+    def _split_ids(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("auth_jwt_secret")
+    @classmethod
+    def _refuse_weak_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters (e.g. `openssl rand -hex 32`)")
+        return value
+
+    @model_validator(mode="after")
+    def _resolve_database_url(self) -> Settings:
+        if self.database_url:
+            return self
+        if self.mysql_host:
+            if not (self.mysql_user and self.mysql_database):
+                raise ValueError(
+                    "MYSQL_HOST is set, so MYSQL_USER and MYSQL_DATABASE are needed too"
+                )
+            password = self.mysql_password.get_secret_value() if self.mysql_password else ""
+            auth = quote(self.mysql_user, safe="")
+            if password:
+                auth += ":" + quote(password, safe="")
+            url = (
+                f"mysql+aiomysql://{auth}@{self.mysql_host}:{self.mysql_port}/"
+                f"{quote(self.mysql_database, safe='')}?charset=utf8mb4"
+            )
+        else:
+            url = DEFAULT_DATABASE_URL
+        object.__setattr__(self, "database_url", url)
+        return self
+
+    @property
+    def dev_mode(self) -> bool:
+        """No JWT secret: every request acts as the admin user `dev` (local use only)."""
+        return self.auth_jwt_secret is None
+
+    @property
+    def ragflow_enabled(self) -> bool:
+        return bool(self.ragflow_base_url)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings, turning a validation error into one line that names the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            message = error["msg"].removeprefix("Value error, ")
+            if not error["loc"]:
+                problems.append(message)
+                continue
+            name = str(error["loc"][0]).upper()
+            secret = any(word in name for word in ("PASSWORD", "SECRET", "KEY"))
+            given = "" if secret or isinstance(error["input"], dict) else f"={error['input']!r}"
+            problems.append(f"{name}{given}: {message}")
+        raise ConfigError("invalid setting: " + "; ".join(problems)) from None

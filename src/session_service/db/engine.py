@@ -1,0 +1,72 @@
+"""The async engine and session factory, made once in the app's lifespan."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from session_service.config import Settings
+
+
+def _json_dumps(value: Any) -> str:
+    # Keep 4-byte characters readable in the database instead of \ud834\udd1e escapes.
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def database_url(raw: str) -> URL:
+    """The configured URL, with MySQL forced to utf8mb4."""
+    url = make_url(raw)
+    if url.get_backend_name() in ("mysql", "mariadb"):
+        url = url.update_query_dict({"charset": "utf8mb4"})
+    return url
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    url = database_url(settings.database_url)
+    if url.get_backend_name() == "sqlite":
+        return _sqlite_engine(url, settings)
+    return create_async_engine(
+        url,
+        pool_pre_ping=True,
+        pool_recycle=3600,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout_seconds,
+        connect_args={"connect_timeout": settings.db_connect_timeout_seconds},
+        json_serializer=_json_dumps,
+    )
+
+
+def _sqlite_engine(url: URL, settings: Settings) -> AsyncEngine:
+    if url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(
+        url,
+        pool_pre_ping=True,
+        connect_args={"timeout": settings.db_pool_timeout_seconds},
+        json_serializer=_json_dumps,
+    )
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.close()
+
+    return engine
+
+
+def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    # expire_on_commit=False: rows stay readable after the request's commit.
+    return async_sessionmaker(engine, expire_on_commit=False)

@@ -1,0 +1,82 @@
+"""The tables: a session row per chat, a message row per message, ordered by `seq`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    MetaData,
+    String,
+    UniqueConstraint,
+)
+from sqlmodel import Field, SQLModel
+
+from session_service.db.types import BigIntId, LongText, UTCDateTime, utcnow
+
+# Named constraints, so migrations can refer to them on every backend.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+metadata: MetaData = SQLModel.metadata
+
+SESSION_ID_LENGTH = 64
+USER_ID_LENGTH = 255
+TITLE_LENGTH = 500
+
+
+class ChatSession(SQLModel, table=True):
+    __tablename__ = "chat_sessions"
+    __table_args__ = (
+        # "my sessions, most recently updated first", with session_id as the tie-break
+        Index("ix_chat_sessions_user_updated", "user_id", "updated_at", "session_id"),
+        {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"},
+    )
+
+    session_id: str = Field(primary_key=True, max_length=SESSION_ID_LENGTH)
+    user_id: str = Field(max_length=USER_ID_LENGTH)
+    title: str = Field(max_length=TITLE_LENGTH)
+    context: dict[str, Any] = Field(default_factory=dict, sa_type=JSON, nullable=False)
+    ragflow_session_id: str | None = Field(default=None, max_length=64)
+    message_count: int = Field(default=0)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class ChatMessage(SQLModel, table=True):
+    __tablename__ = "chat_messages"
+    __table_args__ = (
+        # order within a session never depends on timestamps; this also serves paging
+        UniqueConstraint("session_id", "seq", name="uq_chat_messages_session_seq"),
+        UniqueConstraint(
+            "session_id", "client_message_id", name="uq_chat_messages_session_client_message_id"
+        ),
+        {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"},
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(BigIntId, primary_key=True))
+    session_id: str = Field(
+        sa_column=Column(
+            String(SESSION_ID_LENGTH),
+            ForeignKey("chat_sessions.session_id", ondelete="CASCADE"),
+            nullable=False,
+        )
+    )
+    seq: int = Field(sa_type=BigInteger, nullable=False)
+    role: str = Field(max_length=50)
+    content: str = Field(sa_type=LongText, nullable=False)
+    timestamp: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    client_message_id: str | None = Field(default=None, max_length=64)
+    # `metadata` is taken by SQLAlchemy's declarative base, so the attribute is `meta`.
+    meta: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column("metadata", JSON, nullable=False)
+    )

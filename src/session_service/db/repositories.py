@@ -1,0 +1,122 @@
+"""All SQL lives here. Repositories flush but never commit: the caller owns the transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Self
+
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from session_service.db.models import ChatMessage, ChatSession
+from session_service.db.types import utcnow
+
+
+@dataclass(frozen=True, slots=True)
+class SessionKey:
+    """Position of a session in "most recently updated first" order."""
+
+    updated_at: datetime
+    session_id: str
+
+
+class SessionRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    @classmethod
+    def from_session(cls, session: AsyncSession) -> Self:
+        return cls(session)
+
+    async def get(self, session_id: str) -> ChatSession | None:
+        return await self.session.get(ChatSession, session_id)
+
+    async def insert(self, row: ChatSession) -> ChatSession:
+        self.session.add(row)
+        await self.session.flush()
+        return row
+
+    async def list_for_user(
+        self, user_id: str, *, limit: int, after: SessionKey | None
+    ) -> Sequence[ChatSession]:
+        """Up to `limit` of the user's sessions, most recently updated first, after `after`."""
+        query = select(ChatSession).where(col(ChatSession.user_id) == user_id)
+        if after is not None:
+            query = query.where(
+                or_(
+                    col(ChatSession.updated_at) < after.updated_at,
+                    and_(
+                        col(ChatSession.updated_at) == after.updated_at,
+                        col(ChatSession.session_id) < after.session_id,
+                    ),
+                )
+            )
+        query = query.order_by(
+            col(ChatSession.updated_at).desc(),
+            col(ChatSession.session_id).desc(),
+        ).limit(limit)
+        return (await self.session.scalars(query)).all()
+
+    async def update(
+        self, row: ChatSession, *, title: str | None, context: dict[str, Any] | None
+    ) -> ChatSession:
+        if title is not None:
+            row.title = title
+        if context is not None:
+            row.context = context
+        row.updated_at = utcnow()
+        await self.session.flush()
+        return row
+
+    async def delete(self, session_id: str) -> None:
+        """Delete the session and its messages (explicitly, whatever the foreign keys do)."""
+        await self.session.execute(
+            delete(ChatMessage).where(col(ChatMessage.session_id) == session_id)
+        )
+        await self.session.execute(
+            delete(ChatSession).where(col(ChatSession.session_id) == session_id)
+        )
+
+    async def record_messages(self, session_id: str, count: int, at: datetime) -> None:
+        await self.session.execute(
+            update(ChatSession)
+            .where(col(ChatSession.session_id) == session_id)
+            .values(message_count=col(ChatSession.message_count) + count, updated_at=at)
+        )
+
+
+class MessageRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    @classmethod
+    def from_session(cls, session: AsyncSession) -> Self:
+        return cls(session)
+
+    async def next_seq(self, session_id: str) -> int:
+        last = await self.session.scalar(
+            select(func.max(col(ChatMessage.seq))).where(col(ChatMessage.session_id) == session_id)
+        )
+        return (last or 0) + 1
+
+    async def insert(self, message: ChatMessage) -> ChatMessage:
+        self.session.add(message)
+        await self.session.flush()
+        return message
+
+    async def latest(
+        self, session_id: str, *, limit: int, before_seq: int | None = None
+    ) -> tuple[list[ChatMessage], bool]:
+        """The latest `limit` messages before `before_seq`, oldest first; and are there older?"""
+        query = select(ChatMessage).where(col(ChatMessage.session_id) == session_id)
+        if before_seq is not None:
+            query = query.where(col(ChatMessage.seq) < before_seq)
+        query = query.order_by(col(ChatMessage.seq).desc()).limit(limit + 1)
+        rows = list((await self.session.scalars(query)).all())
+        has_more = len(rows) > limit
+        del rows[limit:]
+        rows.reverse()
+        return rows, has_more

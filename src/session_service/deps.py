@@ -1,0 +1,85 @@
+"""The vocabulary every endpoint uses: settings, database session, current user, owned session."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, TypedDict
+
+from fastapi import Depends, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from session_service.auth import DEV_USER, User, user_from_token
+from session_service.config import Settings
+from session_service.db.models import SESSION_ID_LENGTH, ChatSession
+from session_service.db.repositories import SessionRepository
+from session_service.errors import Forbidden, NotFound, Unauthorized
+
+SESSION_ID_PATTERN = rf"^[A-Za-z0-9_-]{{1,{SESSION_ID_LENGTH}}}$"
+SESSION_NOT_FOUND = "Session not found"
+
+
+class State(TypedDict):
+    """What the lifespan holds for the life of the process (see main.lifespan)."""
+
+    settings: Settings
+    engine: AsyncEngine
+    session_factory: async_sessionmaker[AsyncSession]
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.state.settings
+    return settings
+
+
+async def get_db(request: Request) -> AsyncIterator[AsyncSession]:
+    """One transaction per request: committed on success, rolled back on any error."""
+    factory: async_sessionmaker[AsyncSession] = request.state.session_factory
+    async with factory() as session:
+        yield session
+        await session.commit()
+
+
+_bearer = HTTPBearer(auto_error=False, description="HS256 JWT; not needed in development mode")
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+DbSession = Annotated[AsyncSession, Depends(get_db)]
+
+
+async def get_current_user(
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> User:
+    if settings.auth_jwt_secret is None:
+        return DEV_USER
+    if credentials is None:
+        raise Unauthorized("missing bearer token")
+    return user_from_token(settings.auth_jwt_secret.get_secret_value(), credentials.credentials)
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+async def get_admin(user: CurrentUser) -> User:
+    if not user.is_admin:
+        raise Forbidden("admin scope required")
+    return user
+
+
+AdminUser = Annotated[User, Depends(get_admin)]
+SessionIdPath = Annotated[
+    str, Path(pattern=SESSION_ID_PATTERN, description="The session's id", examples=["a1b2c3"])
+]
+
+
+async def get_owned_session(
+    session_id: SessionIdPath, user: CurrentUser, db: DbSession
+) -> ChatSession:
+    """The caller's session, or 404 with the same detail whether it is unknown or another's."""
+    row = await SessionRepository.from_session(db).get(session_id)
+    if row is None or row.user_id != user.id:
+        raise NotFound(SESSION_NOT_FOUND)
+    return row
+
+
+OwnedSession = Annotated[ChatSession, Depends(get_owned_session)]

@@ -1,0 +1,247 @@
+"""The console script as a user runs it: serve with no configuration, migrate, token."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pymysql
+from sqlalchemy.engine import make_url
+
+from helpers import JWT_SECRET
+from session_service.config import Settings
+
+CLI = [sys.executable, "-m", "session_service"]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment minus every setting the service reads, plus `extra`."""
+    names = {name.upper() for name in Settings.model_fields}
+    env = {key: value for key, value in os.environ.items() if key not in names}
+    env.update(extra)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        CLI + args, cwd=cwd, env=clean_env(**env), capture_output=True, text=True, timeout=60
+    )
+
+
+def test_bad_setting_stops_start_with_one_line(tmp_path: Path) -> None:
+    result = run(["serve"], tmp_path, AGENT_POOL_MAX_SIZE="abc")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "AGENT_POOL_MAX_SIZE" in lines[0]
+    assert "'abc'" in lines[0]
+
+
+def test_bad_setting_in_env_file_is_named(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("TURN_LOCK_TIMEOUT_SECONDS=soon\n")
+    result = run(["migrate"], tmp_path)
+    assert result.returncode == 2
+    assert "TURN_LOCK_TIMEOUT_SECONDS" in result.stderr
+
+
+def test_short_jwt_secret_is_refused_without_echoing_it(tmp_path: Path) -> None:
+    result = run(["serve"], tmp_path, AUTH_JWT_SECRET="changeme")
+    assert result.returncode == 2
+    assert "AUTH_JWT_SECRET" in result.stderr
+    assert "changeme" not in result.stderr
+
+
+def test_development_mode_refuses_a_public_address(tmp_path: Path) -> None:
+    result = run(["serve", "--host", "0.0.0.0"], tmp_path)
+    assert result.returncode == 2
+    assert "development mode" in result.stderr
+
+
+def test_token_without_a_secret_explains(tmp_path: Path) -> None:
+    result = run(["token", "--user", "u"], tmp_path)
+    assert result.returncode == 2
+    assert "AUTH_JWT_SECRET" in result.stderr
+
+
+def test_token_is_accepted_by_the_service(tmp_path: Path) -> None:
+    token = run(
+        ["token", "--user", "zed", "--admin", "--ttl", "600"], tmp_path, AUTH_JWT_SECRET=JWT_SECRET
+    )
+    assert token.returncode == 0, token.stderr
+    with serving(tmp_path, AUTH_JWT_SECRET=JWT_SECRET) as server:
+        base = server.base
+        created = httpx.post(
+            f"{base}/api/sessions",
+            json={},
+            headers={"Authorization": f"Bearer {token.stdout.strip()}"},
+        )
+        anonymous = httpx.get(f"{base}/api/sessions")
+    assert created.status_code == 201
+    assert created.json()["user_id"] == "zed"
+    assert anonymous.status_code == 401
+
+
+def test_migrate_from_another_directory(tmp_path: Path, database_url: str) -> None:
+    server = make_url(database_url)
+    name = f"ss_migrate_{uuid.uuid4().hex[:10]}"
+    admin = pymysql.connect(
+        host=server.host,
+        port=server.port or 3306,
+        user=server.username,
+        password=server.password or "",
+        autocommit=True,
+    )
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET latin1")
+        url = server.set(database=name).render_as_string(hide_password=False)
+        for _ in range(2):  # the second run finds nothing to do
+            result = run(["migrate"], tmp_path, DATABASE_URL=url)
+            assert result.returncode == 0, result.stderr
+        with admin.cursor() as cursor:
+            cursor.execute(
+                "SELECT table_name, table_collation FROM information_schema.tables "
+                "WHERE table_schema = %s ORDER BY table_name",
+                (name,),
+            )
+            tables = dict(cursor.fetchall())
+            cursor.execute(
+                "SELECT column_name, data_type, datetime_precision FROM information_schema.columns "
+                "WHERE table_schema = %s AND table_name = 'chat_messages'",
+                (name,),
+            )
+            columns = {row[0]: row[1:] for row in cursor.fetchall()}
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        admin.close()
+    assert set(tables) == {"alembic_version", "chat_sessions", "chat_messages"}
+    assert tables["chat_sessions"].startswith("utf8mb4")
+    assert tables["chat_messages"].startswith("utf8mb4")
+    assert columns["content"][0] == "mediumtext"
+    assert columns["timestamp"] == ("datetime", 6)
+
+
+@dataclass
+class Server:
+    base: str
+    process: subprocess.Popen[str]
+    output: str = ""
+
+    def stop(self) -> str:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.output = self.process.communicate(timeout=15)[0]
+        return self.output
+
+
+@contextmanager
+def serving(cwd: Path, **env: str) -> Iterator[Server]:
+    """Run `session-service serve` in `cwd` until the block ends."""
+    port = free_port()
+    process = subprocess.Popen(
+        [*CLI, "serve", "--port", str(port)],
+        cwd=cwd,
+        env=clean_env(**env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    server = Server(f"http://127.0.0.1:{port}", process)
+    try:
+        deadline = time.monotonic() + 30
+        while not _ready(server.base):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"serve did not become ready: {server.stop()}")
+            time.sleep(0.1)
+        yield server
+    finally:
+        server.stop()
+
+
+def _ready(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/health/ready", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_serve_with_no_configuration(tmp_path: Path) -> None:
+    with serving(tmp_path) as server:
+        created = httpx.post(f"{server.base}/api/sessions", json={"title": "hello 𝄞"})
+        assert created.status_code == 201
+        assert created.json()["user_id"] == "dev"
+        listed = httpx.get(f"{server.base}/api/sessions").json()
+        assert [item["title"] for item in listed["items"]] == ["hello 𝄞"]
+        assert httpx.get(f"{server.base}/docs").status_code == 200
+        assert "/api/sessions" in httpx.get(f"{server.base}/openapi.json").json()["paths"]
+    assert (tmp_path / "data" / "sessions.db").is_file()
+    assert "DEVELOPMENT MODE" in server.output
+    assert "session created" in (tmp_path / "logs" / "app.log").read_text()
+
+
+def test_migrate_from_the_built_wheel(tmp_path: Path) -> None:
+    """The migration scripts ship inside the wheel, so an installed package can migrate."""
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(root),
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    [wheel] = (tmp_path / "dist").glob("session_service-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(tmp_path / "installed")
+    workdir = tmp_path / "elsewhere"
+    workdir.mkdir()
+    result = subprocess.run(
+        [*CLI, "migrate"],
+        cwd=workdir,
+        env=clean_env(PYTHONPATH=str(tmp_path / "installed")),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (
+        str(tmp_path / "installed")
+        in subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import session_service.db.migrate as m; print(m.migrations_dir())",
+            ],
+            env=clean_env(PYTHONPATH=str(tmp_path / "installed")),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    assert (workdir / "data" / "sessions.db").stat().st_size > 0

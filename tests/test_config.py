@@ -1,0 +1,80 @@
+"""Settings: api.md's names and defaults, the MySQL URL, one clear line for a bad value."""
+
+from __future__ import annotations
+
+import pytest
+
+from session_service.config import DEFAULT_DATABASE_URL, ConfigError, Settings, load_settings
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.chdir(tmp_path)  # type: ignore[arg-type]
+
+
+def test_defaults_match_the_contract() -> None:
+    settings = load_settings()
+    assert settings.database_url == DEFAULT_DATABASE_URL
+    assert settings.llm_provider == "offline"
+    assert settings.ragflow_enabled is False
+    assert settings.ragflow_timeout_seconds == 60
+    assert settings.agent_max_age_seconds == 1800
+    assert settings.agent_cleanup_interval_seconds == 300
+    assert settings.agent_pool_max_size == 1000
+    assert settings.turn_lock_timeout_seconds == 120
+    assert settings.auth_jwt_secret is None
+    assert settings.dev_mode
+    assert settings.log_file == "logs/app.log"
+    assert settings.mysql_password is None
+
+
+def test_mysql_variables_build_a_utf8mb4_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MYSQL_HOST", "db.internal")
+    monkeypatch.setenv("MYSQL_PORT", "3307")
+    monkeypatch.setenv("MYSQL_USER", "svc")
+    monkeypatch.setenv("MYSQL_PASSWORD", "p@ss:w/rd")
+    monkeypatch.setenv("MYSQL_DATABASE", "chat")
+    assert load_settings().database_url == (
+        "mysql+aiomysql://svc:p%40ss%3Aw%2Frd@db.internal:3307/chat?charset=utf8mb4"
+    )
+
+
+def test_database_url_wins_over_mysql_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MYSQL_HOST", "db.internal")
+    monkeypatch.setenv("DATABASE_URL", "mysql+aiomysql://a@b/c")
+    assert load_settings().database_url == "mysql+aiomysql://a@b/c"
+
+
+def test_mysql_host_without_user_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MYSQL_HOST", "db.internal")
+    with pytest.raises(ConfigError, match="MYSQL_USER"):
+        load_settings()
+
+
+def test_dataset_ids_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAGFLOW_DATASET_IDS", " ds1, ds2 ,,ds3")
+    assert load_settings().ragflow_dataset_ids == ["ds1", "ds2", "ds3"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("AGENT_POOL_MAX_SIZE", "abc"),
+        ("AGENT_POOL_MAX_SIZE", "0"),
+        ("AGENT_MAX_AGE_SECONDS", "-5"),
+        ("LLM_PROVIDER", "magic"),
+        ("MYSQL_PORT", "70000"),
+    ],
+)
+def test_a_bad_value_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    message = str(raised.value)
+    assert name in message
+    assert repr(value) in message
+    assert "\n" not in message

@@ -31,17 +31,18 @@ SESSION_FIELDS = {
 async def add_messages(
     db: async_sessionmaker[AsyncSession], session_id: str, contents: list[str]
 ) -> None:
+    """Store messages the way a turn does: consecutive `seq`, counted on the session row."""
     async with db() as session:
-        messages = MessageRepository.from_session(session)
-        now = utcnow()
-        for content in contents:
-            seq = await messages.next_seq(session_id)
+        row = await SessionRepository.from_session(session).get(session_id)
+        assert row is not None
+        for offset, content in enumerate(contents, start=1):
+            seq = row.message_count + offset
             role = "user" if seq % 2 else "assistant"
-            await messages.insert(
+            await MessageRepository.from_session(session).insert(
                 ChatMessage(session_id=session_id, seq=seq, role=role, content=content)
             )
         await SessionRepository.from_session(session).record_messages(
-            session_id, len(contents), now
+            session_id, len(contents), utcnow()
         )
         await session.commit()
 

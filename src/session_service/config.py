@@ -46,7 +46,13 @@ class Settings(BaseSettings):
     agent_max_age_seconds: float = Field(1800, ge=0)
     agent_cleanup_interval_seconds: float = Field(300, gt=0)
     agent_pool_max_size: int = Field(1000, ge=1)
+    agent_history_max_tokens: int = Field(8000, ge=100)
+    agent_system_prompt: str = (
+        "You are a helpful assistant in a chat session. Answer the user's latest message, "
+        "using the conversation so far and any knowledge you are given."
+    )
     turn_lock_timeout_seconds: float = Field(120, ge=0)
+    turn_lock_lease_seconds: float = Field(30, ge=1)
 
     auth_jwt_secret: SecretStr | None = None
 

@@ -9,14 +9,15 @@ from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from session_service.agents.pool import AgentPool
 from session_service.auth import DEV_USER, User, user_from_token
+from session_service.chat.sessions import owned_session
+from session_service.chat.turn import ChatTurns
 from session_service.config import Settings
 from session_service.db.models import SESSION_ID_LENGTH, ChatSession
-from session_service.db.repositories import SessionRepository
-from session_service.errors import Forbidden, NotFound, Unauthorized
+from session_service.errors import Forbidden, Unauthorized
 
 SESSION_ID_PATTERN = rf"^[A-Za-z0-9_-]{{1,{SESSION_ID_LENGTH}}}$"
-SESSION_NOT_FOUND = "Session not found"
 
 
 class State(TypedDict):
@@ -25,6 +26,8 @@ class State(TypedDict):
     settings: Settings
     engine: AsyncEngine
     session_factory: async_sessionmaker[AsyncSession]
+    pool: AgentPool
+    turns: ChatTurns
 
 
 def get_settings(request: Request) -> Settings:
@@ -42,8 +45,21 @@ async def get_db(request: Request) -> AsyncIterator[AsyncSession]:
 
 _bearer = HTTPBearer(auto_error=False, description="HS256 JWT; not needed in development mode")
 
+
+def get_pool(request: Request) -> AgentPool:
+    pool: AgentPool = request.state.pool
+    return pool
+
+
+def get_turns(request: Request) -> ChatTurns:
+    turns: ChatTurns = request.state.turns
+    return turns
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DbSession = Annotated[AsyncSession, Depends(get_db)]
+PoolDep = Annotated[AgentPool, Depends(get_pool)]
+TurnsDep = Annotated[ChatTurns, Depends(get_turns)]
 
 
 async def get_current_user(
@@ -76,10 +92,7 @@ async def get_owned_session(
     session_id: SessionIdPath, user: CurrentUser, db: DbSession
 ) -> ChatSession:
     """The caller's session, or 404 with the same detail whether it is unknown or another's."""
-    row = await SessionRepository.from_session(db).get(session_id)
-    if row is None or row.user_id != user.id:
-        raise NotFound(SESSION_NOT_FOUND)
-    return row
+    return await owned_session(db, session_id, user)
 
 
 OwnedSession = Annotated[ChatSession, Depends(get_owned_session)]

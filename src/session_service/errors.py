@@ -39,3 +39,22 @@ class InvalidInput(ServiceError):
 
 class DatabaseUnavailable(ServiceError):
     status_code = 503
+
+
+class PayloadTooLarge(ServiceError):
+    status_code = 413
+
+
+class UpstreamFailed(ServiceError):
+    status_code = 502
+
+
+class UpstreamTimeout(ServiceError):
+    status_code = 504
+
+
+class SessionNotFound(NotFound):
+    """The same answer for an unknown session and someone else's: no existence leak."""
+
+    def __init__(self) -> None:
+        super().__init__("Session not found")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,11 +13,16 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 
 from session_service import __version__
-from session_service.api import health, sessions
+from session_service.agents.pool import AgentPool
+from session_service.agents.sweeper import sweep_forever
+from session_service.api import agents, health, sessions, turns
+from session_service.chat.turn import ChatTurns
 from session_service.config import Settings, load_settings
 from session_service.db.engine import create_engine, create_session_factory
+from session_service.db.turn_lock import TurnLocks
 from session_service.deps import State
 from session_service.errors import DatabaseUnavailable, ServiceError
+from session_service.llm.factory import build_chat_model
 from session_service.logs import configure_logging
 
 log = logging.getLogger(__name__)
@@ -44,13 +51,35 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "'dev'. Set AUTH_JWT_SECRET before exposing this service."
             )
         engine = create_engine(resolved)
+        session_factory = create_session_factory(engine)
+        pool = AgentPool(resolved.agent_pool_max_size)
+        turns = ChatTurns(
+            resolved,
+            session_factory,
+            pool,
+            TurnLocks(session_factory, lease_seconds=resolved.turn_lock_lease_seconds),
+            build_chat_model(resolved),
+        )
+        sweeper = asyncio.create_task(
+            sweep_forever(
+                pool,
+                interval=resolved.agent_cleanup_interval_seconds,
+                max_age=resolved.agent_max_age_seconds,
+            ),
+            name="agent-sweeper",
+        )
         try:
             yield {
                 "settings": resolved,
                 "engine": engine,
-                "session_factory": create_session_factory(engine),
+                "session_factory": session_factory,
+                "pool": pool,
+                "turns": turns,
             }
         finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
             await engine.dispose()
 
     app = FastAPI(
@@ -63,7 +92,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for error in DATABASE_DOWN:
         app.add_exception_handler(error, _database_down)
     app.include_router(health.router)
+    app.include_router(agents.router)  # before sessions: `status` and `cleanup` are not ids
     app.include_router(sessions.router)
+    app.include_router(turns.router)
     return app
 
 

@@ -104,3 +104,53 @@ class MessagePage(BaseModel):
 
 class ErrorBody(BaseModel):
     detail: str
+
+
+class TurnRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    content: str = Field(
+        min_length=1, description="The message, 1 to 32,000 characters (longer: 413)."
+    )
+    client_message_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="Your id for this message: sending it again returns the stored pair.",
+    )
+    if_busy: Literal["wait", "reject"] = Field(
+        "wait", description="`reject`: answer 409 at once if another turn holds the session."
+    )
+
+
+class TurnResponse(BaseModel):
+    user_message: MessagePublic
+    assistant_message: MessagePublic
+
+
+class AgentStatus(BaseModel):
+    session_id: str
+    user_id: str
+    idle_seconds: float
+    last_used_at: datetime
+
+
+class PoolStatus(BaseModel):
+    active_agents: int
+    max_agents: int
+    max_age_seconds: float
+    cleanup_interval_seconds: float
+    evictions_total: int
+    restores_total: int
+    agents: list[AgentStatus]
+
+
+class CleanupRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_age_seconds: int | None = Field(None, ge=0)
+
+
+class CleanupResponse(BaseModel):
+    released: int
+    active_agents: int

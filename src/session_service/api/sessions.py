@@ -24,7 +24,7 @@ from session_service.api.schemas import (
 )
 from session_service.chat.sessions import create_session, delete_session
 from session_service.db.repositories import MessageRepository, SessionKey, SessionRepository
-from session_service.deps import CurrentUser, DbSession, OwnedSession
+from session_service.deps import CurrentUser, DbSession, OwnedSession, PoolDep, TurnsDep
 
 router = APIRouter(
     prefix="/api/sessions",
@@ -63,6 +63,7 @@ async def create(
 async def list_sessions(
     user: CurrentUser,
     db: DbSession,
+    pool: PoolDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
 ) -> SessionPage:
@@ -77,7 +78,8 @@ async def list_sessions(
         last = page[-1]
         next_cursor = encode_session_cursor(SessionKey(last.updated_at, last.session_id))
     return SessionPage(
-        items=[SessionPublic.of(row, agent_active=False) for row in page], next_cursor=next_cursor
+        items=[SessionPublic.of(row, agent_active=row.session_id in pool) for row in page],
+        next_cursor=next_cursor,
     )
 
 
@@ -85,32 +87,39 @@ async def list_sessions(
 async def read(
     session: OwnedSession,
     db: DbSession,
+    turns: TurnsDep,
     messages_limit: Annotated[int, Query(ge=0, le=500)] = 50,
 ) -> SessionDetail:
-    """Read a session with its latest messages (oldest first)."""
+    """Read a session with its latest messages (oldest first); rebuilds a released agent."""
+    await turns.pool.get_or_restore(session.session_id, lambda: turns.restore(session))
     messages, has_more = await MessageRepository.from_session(db).latest(
         session.session_id, limit=messages_limit
     )
     return SessionDetail(
-        **SessionPublic.of(session, agent_active=False).model_dump(),
+        **SessionPublic.of(session, agent_active=True).model_dump(),
         messages=[MessagePublic.of(m) for m in messages],
         has_more_messages=has_more,
     )
 
 
 @router.patch("/{session_id}", responses=NOT_FOUND)
-async def update(session: OwnedSession, body: SessionUpdate, db: DbSession) -> SessionPublic:
+async def update(
+    session: OwnedSession, body: SessionUpdate, db: DbSession, pool: PoolDep
+) -> SessionPublic:
     """Rename a session or replace its context."""
     row = await SessionRepository.from_session(db).update(
         session, title=body.title, context=body.context
     )
-    return SessionPublic.of(row, agent_active=False)
+    if body.context is not None:
+        pool.release(row.session_id)  # the agent's system prompt holds the old context
+    return SessionPublic.of(row, agent_active=row.session_id in pool)
 
 
 @router.delete("/{session_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND)
-async def delete(session: OwnedSession, db: DbSession) -> None:
-    """Delete a session and all its messages."""
+async def delete(session: OwnedSession, db: DbSession, pool: PoolDep) -> None:
+    """Delete a session and all its messages, and release its agent."""
     await delete_session(db, session)
+    pool.release(session.session_id)
 
 
 @router.get("/{session_id}/messages", responses=NOT_FOUND)

@@ -12,9 +12,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from session_service.auth import User
 from session_service.db.models import ChatSession
 from session_service.db.repositories import SessionRepository
-from session_service.errors import Conflict
+from session_service.errors import Conflict, SessionNotFound
 
 log = logging.getLogger(__name__)
+
+
+async def owned_session(db: AsyncSession, session_id: str, user: User) -> ChatSession:
+    """The caller's session; SessionNotFound whether it is unknown or someone else's."""
+    row = await SessionRepository.from_session(db).get(session_id)
+    if row is None or row.user_id != user.id:
+        raise SessionNotFound()
+    return row
 
 
 async def create_session(

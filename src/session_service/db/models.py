@@ -50,6 +50,9 @@ class ChatSession(SQLModel, table=True):
     message_count: int = Field(default=0)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    # The turn lease (db/turn_lock.py): who runs a turn on this session, and until when.
+    turn_lock_owner: str | None = Field(default=None, max_length=64)
+    turn_lock_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class ChatMessage(SQLModel, table=True):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Self
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -96,12 +96,6 @@ class MessageRepository:
     def from_session(cls, session: AsyncSession) -> Self:
         return cls(session)
 
-    async def next_seq(self, session_id: str) -> int:
-        last = await self.session.scalar(
-            select(func.max(col(ChatMessage.seq))).where(col(ChatMessage.session_id) == session_id)
-        )
-        return (last or 0) + 1
-
     async def insert(self, message: ChatMessage) -> ChatMessage:
         self.session.add(message)
         await self.session.flush()
@@ -120,3 +114,28 @@ class MessageRepository:
         del rows[limit:]
         rows.reverse()
         return rows, has_more
+
+    async def by_client_id(self, session_id: str, client_message_id: str) -> ChatMessage | None:
+        return await self.session.scalar(
+            select(ChatMessage).where(
+                col(ChatMessage.session_id) == session_id,
+                col(ChatMessage.client_message_id) == client_message_id,
+            )
+        )
+
+    async def at_seq(self, session_id: str, seq: int) -> ChatMessage | None:
+        return await self.session.scalar(
+            select(ChatMessage).where(
+                col(ChatMessage.session_id) == session_id, col(ChatMessage.seq) == seq
+            )
+        )
+
+    async def after(self, session_id: str, after_seq: int) -> Sequence[ChatMessage]:
+        """Messages newer than `after_seq`, oldest first."""
+        return (
+            await self.session.scalars(
+                select(ChatMessage)
+                .where(col(ChatMessage.session_id) == session_id, col(ChatMessage.seq) > after_seq)
+                .order_by(col(ChatMessage.seq))
+            )
+        ).all()

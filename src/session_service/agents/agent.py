@@ -1,0 +1,93 @@
+"""One agent per active session: the conversation as LangChain messages, answered by the LLM."""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages.utils import count_tokens_approximately, trim_messages
+
+ROLE_TO_MESSAGE: dict[str, type[BaseMessage]] = {
+    "user": HumanMessage,
+    "assistant": AIMessage,
+    "system": SystemMessage,
+}
+
+
+def to_message(role: str, content: str) -> BaseMessage:
+    return ROLE_TO_MESSAGE[role](content=content)
+
+
+def message_tokens(message: BaseMessage) -> int:
+    return count_tokens_approximately([message])
+
+
+@dataclass(eq=False, slots=True)
+class ChatAgent:
+    """A session's conversation window, newest last, covering at least `token_budget` tokens.
+
+    `last_seq` is the sequence number of the newest message it holds: the turn compares it with
+    the database to catch up on what another replica (or a failed turn) wrote meanwhile.
+    """
+
+    session_id: str
+    user_id: str
+    session_created_at: datetime
+    system_prompt: str
+    token_budget: int
+    last_seq: int = 0
+    last_used: float = 0.0
+    in_use: int = 0
+    _history: deque[tuple[BaseMessage, int]] = field(default_factory=deque)
+    _tokens: int = 0
+
+    @property
+    def history(self) -> list[BaseMessage]:
+        return [message for message, _ in self._history]
+
+    def append(self, seq: int, message: BaseMessage) -> None:
+        if seq <= self.last_seq:
+            raise ValueError(f"message {seq} is not after {self.last_seq} in {self.session_id}")
+        tokens = message_tokens(message)
+        self._history.append((message, tokens))
+        self._tokens += tokens
+        self.last_seq = seq
+        # Forget what the LLM can no longer be shown, keeping memory bounded per agent.
+        while len(self._history) > 1 and self._tokens - self._history[0][1] >= self.token_budget:
+            _, dropped = self._history.popleft()
+            self._tokens -= dropped
+
+    def extend(self, messages: Iterable[tuple[int, BaseMessage]]) -> None:
+        for seq, message in messages:
+            self.append(seq, message)
+
+    def prompt(self, grounding: str | None = None) -> list[BaseMessage]:
+        """System prompt (plus grounding) and the newest history that fits the token budget."""
+        system = self.system_prompt
+        if grounding:
+            system += "\n\nKnowledge:\n" + grounding
+        window = trim_messages(
+            self.history,
+            max_tokens=self.token_budget,
+            token_counter=count_tokens_approximately,
+            strategy="last",
+            start_on="human",
+        )
+        return [SystemMessage(content=system), *window]
+
+    async def reply(self, llm: BaseChatModel, grounding: str | None = None) -> AIMessage:
+        answer = await llm.ainvoke(self.prompt(grounding))
+        assert isinstance(answer, AIMessage)
+        return answer
+
+
+def system_prompt_for(base: str, context: dict[str, Any]) -> str:
+    if not context:
+        return base
+    return base + "\n\nSession context (JSON): " + json.dumps(context, ensure_ascii=False)

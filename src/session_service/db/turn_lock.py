@@ -1,0 +1,151 @@
+"""One turn at a time per session: an asyncio lock within the process, a lease across replicas.
+
+The lease is two columns of the session's row, claimed by an atomic UPDATE and renewed while
+the turn runs. Each step is its own short transaction, so no connection is held for the length
+of a turn; a crashed holder's lease simply expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import Update, and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col
+
+from session_service.db.models import ChatSession
+from session_service.db.types import utcnow
+from session_service.errors import Conflict, SessionNotFound
+
+log = logging.getLogger(__name__)
+
+FIRST_POLL_SECONDS = 0.01
+MAX_POLL_SECONDS = 0.25
+
+
+class SessionBusy(Conflict):
+    def __init__(self) -> None:
+        super().__init__("another turn is running on this session; try again when it ends")
+
+
+@dataclass
+class _LocalLock:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
+class TurnLocks:
+    def __init__(
+        self, session_factory: async_sessionmaker[AsyncSession], lease_seconds: float
+    ) -> None:
+        self._session_factory = session_factory
+        self._lease = timedelta(seconds=lease_seconds)
+        self._local: dict[str, _LocalLock] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(
+        self, session_id: str, *, wait_seconds: float, wait: bool
+    ) -> AsyncIterator[None]:
+        """Hold the session's turn lock for the block; SessionBusy if it cannot be had in time."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (wait_seconds if wait else 0)
+        local = self._local.setdefault(session_id, _LocalLock())
+        local.users += 1
+        try:
+            if not wait and local.lock.locked():
+                raise SessionBusy()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await local.lock.acquire()
+            except TimeoutError:
+                raise SessionBusy() from None
+            try:
+                token = uuid.uuid4().hex
+                await self._claim(session_id, token, deadline=deadline)
+                renewer = asyncio.create_task(self._renew_until_cancelled(session_id, token))
+                try:
+                    yield
+                finally:
+                    renewer.cancel()
+                    await asyncio.shield(self._release(session_id, token))
+            finally:
+                local.lock.release()
+        finally:
+            local.users -= 1
+            if local.users == 0:
+                del self._local[session_id]
+
+    async def _claim(self, session_id: str, token: str, *, deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        pause = FIRST_POLL_SECONDS
+        while not await self._try_claim(session_id, token):
+            if loop.time() + pause > deadline:
+                raise SessionBusy()
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, MAX_POLL_SECONDS)
+
+    async def _try_claim(self, session_id: str, token: str) -> bool:
+        now = utcnow()
+        async with self._session_factory() as db, db.begin():
+            claimed = await db.execute(
+                update(ChatSession)
+                .where(
+                    col(ChatSession.session_id) == session_id,
+                    or_(
+                        col(ChatSession.turn_lock_owner).is_(None),
+                        col(ChatSession.turn_lock_expires_at) < now,
+                    ),
+                )
+                .values(turn_lock_owner=token, turn_lock_expires_at=now + self._lease)
+            )
+            if claimed.rowcount == 1:  # type: ignore[attr-defined]
+                return True
+            exists = await db.scalar(
+                select(col(ChatSession.session_id)).where(col(ChatSession.session_id) == session_id)
+            )
+        if exists is None:
+            raise SessionNotFound()
+        return False
+
+    async def _renew_until_cancelled(self, session_id: str, token: str) -> None:
+        interval = self._lease.total_seconds() / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                async with self._session_factory() as db, db.begin():
+                    renewed = await db.execute(
+                        self._owned_by(session_id, token).values(
+                            turn_lock_expires_at=utcnow() + self._lease
+                        )
+                    )
+                if renewed.rowcount != 1:  # type: ignore[attr-defined]
+                    log.warning("turn lease lost session_id=%s", session_id)
+                    return
+            except Exception as exc:  # the database may be back before the lease runs out
+                log.warning("turn lease renewal failed session_id=%s reason=%r", session_id, exc)
+
+    async def _release(self, session_id: str, token: str) -> None:
+        try:
+            async with self._session_factory() as db, db.begin():
+                await db.execute(
+                    self._owned_by(session_id, token).values(
+                        turn_lock_owner=None, turn_lock_expires_at=None
+                    )
+                )
+        except Exception as exc:  # it expires by itself; the turn's outcome stands
+            log.warning("turn lease release failed session_id=%s reason=%r", session_id, exc)
+
+    @staticmethod
+    def _owned_by(session_id: str, token: str) -> Update:
+        return update(ChatSession).where(
+            and_(
+                col(ChatSession.session_id) == session_id,
+                col(ChatSession.turn_lock_owner) == token,
+            )
+        )

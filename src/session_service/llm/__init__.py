@@ -1,0 +1,1 @@
+"""The one chat model a process shares, built from settings."""

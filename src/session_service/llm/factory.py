@@ -1,0 +1,25 @@
+"""Build the process-wide chat model from settings."""
+
+from __future__ import annotations
+
+from langchain_core.language_models import BaseChatModel
+from langchain_openai import ChatOpenAI
+from pydantic import SecretStr
+
+from session_service.config import Settings
+from session_service.llm.offline import OfflineChatModel
+
+
+def build_chat_model(settings: Settings) -> BaseChatModel:
+    if settings.llm_provider == "offline":
+        return OfflineChatModel()
+    return ChatOpenAI(
+        model=settings.llm_model,
+        base_url=settings.llm_base_url,
+        # Local OpenAI-compatible servers often need no key, but the client insists on one.
+        api_key=settings.llm_api_key or SecretStr("unused"),
+        timeout=settings.llm_timeout_seconds,
+        # One turn must never call the model twice behind our back.
+        max_retries=0,
+        stream_usage=True,
+    )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,12 @@ from httpx import ASGITransport, AsyncClient
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from helpers import JWT_SECRET, auth
 from session_service.config import Settings
 from session_service.db.engine import create_engine, create_session_factory
 from session_service.db.migrate import upgrade_to_head
 from session_service.main import create_app
+from tests.fakes.openai import FakeLLM
+from tests.helpers import JWT_SECRET, auth
 
 DEFAULT_SERVER_URL = "mysql+aiomysql://root@127.0.0.1:3306/"
 
@@ -97,13 +99,57 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
     return make_settings()
 
 
-@pytest.fixture
-async def client(settings: Settings) -> AsyncIterator[AsyncClient]:
+@asynccontextmanager
+async def serve_app(settings: Settings) -> AsyncIterator[AsyncClient]:
+    """The app with its lifespan running, and an HTTP client talking to it in-process."""
     app = create_app(settings)
     async with (
         LifespanManager(app) as manager,
-        AsyncClient(transport=ASGITransport(app=manager.app), base_url="http://test") as client,
+        AsyncClient(
+            transport=ASGITransport(app=manager.app), base_url="http://test", timeout=60
+        ) as client,
     ):
+        yield client
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[AsyncClient]:
+    async with serve_app(settings) as client:
+        yield client
+
+
+@pytest.fixture
+def fake_llm() -> Iterator[FakeLLM]:
+    """A fake OpenAI-compatible LLM on a loopback port, fresh for each test."""
+    llm = FakeLLM().start()
+    try:
+        yield llm
+    finally:
+        llm.stop()
+
+
+@pytest.fixture
+def llm_settings(
+    make_settings: Callable[..., Settings], fake_llm: FakeLLM
+) -> Callable[..., Settings]:
+    """Settings for the app talking to `fake_llm` through langchain-openai."""
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "llm_provider": "openai",
+            "llm_base_url": fake_llm.base_url,
+            "llm_api_key": "test-key",
+            "llm_timeout_seconds": 10,
+        }
+        values.update(overrides)
+        return make_settings(**values)
+
+    return make
+
+
+@pytest.fixture
+async def llm_client(llm_settings: Callable[..., Settings]) -> AsyncIterator[AsyncClient]:
+    async with serve_app(llm_settings()) as client:
         yield client
 
 

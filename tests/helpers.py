@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from session_service.auth import mint_token
+from session_service.db.models import ChatMessage
+from session_service.db.repositories import MessageRepository, SessionRepository
+from session_service.db.types import utcnow
 
 JWT_SECRET = "test-secret-" + "x" * 32
 
@@ -10,3 +15,31 @@ JWT_SECRET = "test-secret-" + "x" * 32
 def auth(user_id: str, *, admin: bool = False, ttl: int = 3600) -> dict[str, str]:
     token = mint_token(JWT_SECRET, user_id, admin=admin, ttl_seconds=ttl)
     return {"Authorization": f"Bearer {token}"}
+
+
+async def add_messages(
+    db: async_sessionmaker[AsyncSession], session_id: str, contents: list[str]
+) -> None:
+    """Store messages the way a turn does: consecutive `seq`, counted on the session row."""
+    async with db() as session:
+        row = await SessionRepository.from_session(session).get(session_id)
+        assert row is not None
+        for offset, content in enumerate(contents, start=1):
+            seq = row.message_count + offset
+            role = "user" if seq % 2 else "assistant"
+            await MessageRepository.from_session(session).insert(
+                ChatMessage(session_id=session_id, seq=seq, role=role, content=content)
+            )
+        await SessionRepository.from_session(session).record_messages(
+            session_id, len(contents), utcnow()
+        )
+        await session.commit()
+
+
+async def stored(
+    db: async_sessionmaker[AsyncSession], session_id: str
+) -> list[tuple[int, str, str]]:
+    """(seq, role, content) of every stored message of the session, in order."""
+    async with db() as session:
+        rows = await MessageRepository.from_session(session).after(session_id, 0)
+    return [(m.seq, m.role, m.content) for m in rows]

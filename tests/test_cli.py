@@ -18,8 +18,8 @@ import httpx
 import pymysql
 from sqlalchemy.engine import make_url
 
-from helpers import JWT_SECRET
 from session_service.config import Settings
+from tests.helpers import JWT_SECRET
 
 CLI = [sys.executable, "-m", "session_service"]
 

@@ -10,9 +10,9 @@ import pytest
 from asgi_lifespan import LifespanManager
 from httpx import ASGITransport, AsyncClient
 
-from helpers import auth
 from session_service.config import Settings
 from session_service.main import create_app
+from tests.helpers import auth
 
 
 def _closed_port() -> int:

@@ -11,8 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from session_service.db.models import ChatMessage, ChatSession
-from session_service.db.repositories import MessageRepository, SessionRepository
-from session_service.db.types import utcnow
+from tests.helpers import add_messages
 
 Headers = dict[str, str]
 SESSION_FIELDS = {
@@ -26,25 +25,6 @@ SESSION_FIELDS = {
     "message_count",
     "agent_active",
 }
-
-
-async def add_messages(
-    db: async_sessionmaker[AsyncSession], session_id: str, contents: list[str]
-) -> None:
-    """Store messages the way a turn does: consecutive `seq`, counted on the session row."""
-    async with db() as session:
-        row = await SessionRepository.from_session(session).get(session_id)
-        assert row is not None
-        for offset, content in enumerate(contents, start=1):
-            seq = row.message_count + offset
-            role = "user" if seq % 2 else "assistant"
-            await MessageRepository.from_session(session).insert(
-                ChatMessage(session_id=session_id, seq=seq, role=role, content=content)
-            )
-        await SessionRepository.from_session(session).record_messages(
-            session_id, len(contents), utcnow()
-        )
-        await session.commit()
 
 
 async def test_create_returns_the_session(client: AsyncClient, alice: Headers) -> None:

@@ -48,15 +48,17 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
     },
 )
 async def create(
-    body: SessionCreate, user: CurrentUser, db: DbSession, response: Response
+    body: SessionCreate, user: CurrentUser, db: DbSession, turns: TurnsDep, response: Response
 ) -> SessionPublic:
-    """Create a session (idempotent for a caller-chosen `session_id`)."""
+    """Create a session (idempotent for a caller-chosen `session_id`) and its agent."""
     row, created = await create_session(
         db, user, session_id=body.session_id, title=body.title, context=body.context
     )
-    if not created:
+    if created:
+        turns.pool.add(turns.new_agent(row))
+    else:
         response.status_code = status.HTTP_200_OK
-    return SessionPublic.of(row, agent_active=False)
+    return SessionPublic.of(row, agent_active=row.session_id in turns.pool)
 
 
 @router.get("")
@@ -106,12 +108,10 @@ async def read(
 async def update(
     session: OwnedSession, body: SessionUpdate, db: DbSession, pool: PoolDep
 ) -> SessionPublic:
-    """Rename a session or replace its context."""
+    """Rename a session or replace its context (the next turn's system prompt holds it)."""
     row = await SessionRepository.from_session(db).update(
         session, title=body.title, context=body.context
     )
-    if body.context is not None:
-        pool.release(row.session_id)  # the agent's system prompt holds the old context
     return SessionPublic.of(row, agent_active=row.session_id in pool)
 
 

@@ -136,9 +136,12 @@ class ChatTurns:
             session_id=row.session_id,
             user_id=row.user_id,
             session_created_at=row.created_at,
-            system_prompt=system_prompt_for(self.settings.agent_system_prompt, row.context),
+            system_prompt=self._system_prompt(row),
             token_budget=self.settings.agent_history_max_tokens,
         )
+
+    def _system_prompt(self, row: ChatSession) -> str:
+        return system_prompt_for(self.settings.agent_system_prompt, row.context)
 
     async def _agent_for(self, row: ChatSession) -> ChatAgent:
         return await self.pool.get_or_restore(row.session_id, lambda: self.restore(row))
@@ -156,6 +159,7 @@ class ChatTurns:
             rebuilt = await self.restore(row)
             self.pool.replace(rebuilt)
             return rebuilt
+        agent.system_prompt = self._system_prompt(row)  # the context may have been patched
         if agent.last_seq == question.seq - 1:
             agent.append(question.seq, to_message("user", question.content))
         elif agent.last_seq < question.seq:

@@ -1,0 +1,122 @@
+"""A fake OpenAI-compatible LLM: `POST /v1/chat/completions`, streaming and not, with knobs.
+
+By default it answers `echo: <the last user message>` at once. Tests turn the knobs:
+`delay` before answering, `fail_status` (an HTTP error), `drop` (close the connection),
+`chunk_delay` between streamed words, `drop_after_chunks` (cut a stream short), `reply`.
+Every request is recorded, so a test can read exactly what the LLM was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from tests.fakes.http import DropConnection, FakeServer, Reply, Request, Stream
+
+MODEL = "fake-model"
+
+
+def echo(messages: list[dict[str, Any]]) -> str:
+    questions = [m["content"] for m in messages if m["role"] == "user"]
+    return f"echo: {questions[-1] if questions else ''}"
+
+
+class FakeLLM:
+    def __init__(self) -> None:
+        self.delay = 0.0
+        self.fail_status: int | None = None
+        self.drop = False
+        self.chunk_delay = 0.0
+        self.drop_after_chunks: int | None = None
+        self.reply: Callable[[list[dict[str, Any]]], str] = echo
+        self._ids = itertools.count(1)
+        self.server = FakeServer(self._handle)
+
+    def start(self) -> FakeLLM:
+        self.server.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.server.url}/v1"
+
+    @property
+    def calls(self) -> list[dict[str, Any]]:
+        """The JSON bodies of every completion request, in order."""
+        return [r.json for r in self.server.requests if r.path.endswith("/chat/completions")]
+
+    async def _handle(self, request: Request) -> Reply | Stream:
+        if request.method != "POST" or not request.path.endswith("/v1/chat/completions"):
+            return Reply(404, {"error": {"message": "not found"}})
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.drop:
+            raise DropConnection
+        if self.fail_status is not None:
+            return Reply(
+                self.fail_status,
+                {"error": {"message": "the fake LLM was told to fail", "type": "server_error"}},
+            )
+        body = request.json
+        text = self.reply(body["messages"])
+        completion_id = f"chatcmpl-{next(self._ids)}"
+        usage = {
+            "prompt_tokens": sum(len(str(m["content"]).split()) for m in body["messages"]),
+            "completion_tokens": len(text.split()),
+        }
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        if body.get("stream"):
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return Stream(self._chunks(completion_id, text, usage if include_usage else None))
+        return Reply(
+            200,
+            {
+                "id": completion_id,
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": MODEL,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": usage,
+            },
+        )
+
+    async def _chunks(
+        self, completion_id: str, text: str, usage: dict[str, int] | None
+    ) -> AsyncIterator[bytes]:
+        def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+            payload = {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": MODEL,
+                "choices": choices,
+                **extra,
+            }
+            return f"data: {json.dumps(payload)}\n\n".encode()
+
+        words = text.split(" ")
+        for index, word in enumerate(words):
+            if self.drop_after_chunks is not None and index >= self.drop_after_chunks:
+                raise DropConnection
+            if self.chunk_delay:
+                await asyncio.sleep(self.chunk_delay)
+            piece = word if index == len(words) - 1 else word + " "
+            delta = {"content": piece} if index else {"role": "assistant", "content": piece}
+            yield event([{"index": 0, "delta": delta, "finish_reason": None}])
+        yield event([{"index": 0, "delta": {}, "finish_reason": "stop"}])
+        if usage is not None:
+            yield event([], usage=usage)
+        yield b"data: [DONE]\n\n"

@@ -30,7 +30,7 @@ class State(TypedDict):
     turns: ChatTurns
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.state.settings
     return settings
 
@@ -46,12 +46,12 @@ async def get_db(request: Request) -> AsyncIterator[AsyncSession]:
 _bearer = HTTPBearer(auto_error=False, description="HS256 JWT; not needed in development mode")
 
 
-def get_pool(request: Request) -> AgentPool:
+async def get_pool(request: Request) -> AgentPool:
     pool: AgentPool = request.state.pool
     return pool
 
 
-def get_turns(request: Request) -> ChatTurns:
+async def get_turns(request: Request) -> ChatTurns:
     turns: ChatTurns = request.state.turns
     return turns
 

@@ -1,0 +1,280 @@
+"""Turns per second through the HTTP API against the same SQL work done directly.
+
+    .venv/bin/python -m bench.turns [--clients 16] [--seconds 10]
+
+Works in a fresh MariaDB database (TEST_DATABASE_URL or the local server) with an instant
+fake OpenAI-compatible LLM and `session-service serve` (one worker). Concurrent clients send
+non-streamed turns, each client starting a new session every 10 turns; then the statements a
+turn stores (two inserts and two session updates, in two transactions) are issued straight
+through aiomysql at the same concurrency. Also reports the service's CPU time per turn, read
+from /proc/<pid>/stat. Prints a table and writes JSON to bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiomysql
+import httpx
+import pymysql
+from sqlalchemy.engine import make_url
+
+from tests.fakes.openai import FakeLLM
+
+TURNS_PER_SESSION = 10  # every party then sends histories of the same size
+RESULTS = Path(__file__).resolve().parent / "results"
+SERVER = os.environ.get("TEST_DATABASE_URL") or "mysql+aiomysql://root@127.0.0.1:3306/"
+
+
+@contextmanager
+def scratch_database() -> Iterator[str]:
+    url = make_url(SERVER)
+    name = f"ss_bench_{uuid.uuid4().hex[:10]}"
+    admin = pymysql.connect(
+        host=url.host,
+        port=url.port or 3306,
+        user=url.username,
+        password=url.password or "",
+        autocommit=True,
+    )
+    with admin.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        admin.close()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far, from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def service(database_url: str, llm_url: str) -> Iterator[tuple[str, int]]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "LLM_PROVIDER": "openai",
+        "LLM_BASE_URL": llm_url,
+        "LOG_FILE": "",
+        "LOG_LEVEL": "WARNING",
+    }
+    subprocess.run(
+        [sys.executable, "-m", "session_service", "migrate"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "session_service", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/health/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the service did not start")
+            time.sleep(0.1)
+        yield base, process.pid
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+async def drive(
+    clients: int,
+    seconds: float,
+    setup: Callable[[int], Awaitable[Any]],
+    one_turn: Callable[[Any, int], Awaitable[None]],
+) -> dict[str, float]:
+    """Run `one_turn` from `clients` concurrent loops for `seconds`; turns/s and latencies."""
+    states = [await setup(index) for index in range(clients)]
+    latencies: list[float] = []
+    stop_at = time.perf_counter() + seconds
+
+    async def loop(state: Any) -> None:
+        count = 0
+        while time.perf_counter() < stop_at:
+            started = time.perf_counter()
+            await one_turn(state, count)
+            latencies.append(time.perf_counter() - started)
+            count += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(loop(state) for state in states))
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "turns": len(latencies),
+        "turns_per_second": len(latencies) / elapsed,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+    }
+
+
+async def through_the_service(base: str, clients: int, seconds: float) -> dict[str, float]:
+    async with httpx.AsyncClient(
+        base_url=base, timeout=60, limits=httpx.Limits(max_connections=clients)
+    ) as http:
+
+        async def new_session() -> str:
+            response = await http.post("/api/sessions", json={"title": "bench"})
+            return str(response.json()["session_id"])
+
+        async def setup(_index: int) -> list[str]:
+            return [await new_session()]
+
+        async def one_turn(state: list[str], count: int) -> None:
+            if count and count % TURNS_PER_SESSION == 0:
+                state[0] = await new_session()
+            response = await http.post(
+                f"/api/sessions/{state[0]}/messages", json={"content": f"question {count}"}
+            )
+            response.raise_for_status()
+
+        return await drive(clients, seconds, setup, one_turn)
+
+
+async def direct_sql(database_url: str, clients: int, seconds: float) -> dict[str, float]:
+    url = make_url(database_url)
+    pool = await aiomysql.create_pool(
+        host=url.host,
+        port=url.port or 3306,
+        user=url.username,
+        password=url.password or "",
+        db=url.database,
+        charset="utf8mb4",
+        autocommit=False,
+        maxsize=clients,
+    )
+
+    async def setup(_index: int) -> list[Any]:
+        session_id = uuid.uuid4().hex
+        async with pool.acquire() as connection, connection.cursor() as cursor:
+            await cursor.execute(
+                "INSERT INTO chat_sessions (session_id, user_id, title, context, message_count,"
+                " created_at, updated_at) VALUES (%s, 'bench', 'bench', '{}', 0, %s, %s)",
+                (
+                    session_id,
+                    datetime.now(UTC).replace(tzinfo=None),
+                    datetime.now(UTC).replace(tzinfo=None),
+                ),
+            )
+            await connection.commit()
+        return [session_id, 0]
+
+    async def store(cursor: Any, session_id: str, seq: int, role: str, content: str) -> None:
+        now = datetime.now(UTC).replace(tzinfo=None)
+        await cursor.execute(
+            "INSERT INTO chat_messages (session_id, seq, role, content, timestamp, metadata)"
+            " VALUES (%s, %s, %s, %s, %s, '{}')",
+            (session_id, seq, role, content, now),
+        )
+        await cursor.execute(
+            "UPDATE chat_sessions SET message_count = message_count + 1, updated_at = %s"
+            " WHERE session_id = %s",
+            (now, session_id),
+        )
+
+    async def one_turn(state: list[Any], count: int) -> None:
+        if count and count % TURNS_PER_SESSION == 0:
+            state[:] = await setup(0)
+        session_id, seq = state
+        async with pool.acquire() as connection, connection.cursor() as cursor:
+            await store(cursor, session_id, seq + 1, "user", f"question {count}")
+            await connection.commit()
+            await store(cursor, session_id, seq + 2, "assistant", f"echo: question {count}")
+            await connection.commit()
+        state[1] = seq + 2
+
+    try:
+        return await drive(clients, seconds, setup, one_turn)
+    finally:
+        pool.close()
+        await pool.wait_closed()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=10)
+    args = parser.parse_args()
+
+    llm = FakeLLM().start()
+    try:
+        with scratch_database() as database_url, service(database_url, llm.base_url) as (base, pid):
+            cpu_before = cpu_seconds(pid)
+            api = asyncio.run(through_the_service(base, args.clients, args.seconds))
+            api["service_cpu_ms_per_turn"] = (cpu_seconds(pid) - cpu_before) * 1000 / api["turns"]
+            sql = asyncio.run(direct_sql(database_url, args.clients, args.seconds))
+    finally:
+        llm.stop()
+
+    ratio = api["turns_per_second"] / sql["turns_per_second"]
+    print(f"{'':24}{'turns/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
+    for name, figures in (("HTTP API (fake LLM)", api), ("same SQL, direct", sql)):
+        print(
+            f"{name:24}{figures['turns_per_second']:>10.1f}{figures['p50_ms']:>10.2f}"
+            f"{figures['p99_ms']:>10.2f}"
+        )
+    print(f"API / direct SQL throughput: {ratio:.2f}")
+    print(f"service CPU per turn: {api['service_cpu_ms_per_turn']:.2f} ms")
+    RESULTS.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = RESULTS / f"turns-{stamp}.json"
+    out.write_text(
+        json.dumps(
+            {
+                "benchmark": "turns",
+                "at": stamp,
+                "clients": args.clients,
+                "seconds": args.seconds,
+                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                "api": api,
+                "direct_sql": sql,
+                "api_over_sql_throughput": ratio,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    print(f"written to {out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out}")
+
+
+if __name__ == "__main__":
+    main()

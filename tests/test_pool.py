@@ -1,0 +1,180 @@
+"""The agent pool and its sweep, driven directly with a hand-held clock."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from langchain_core.messages import AIMessageChunk, HumanMessage
+
+from session_service.agents.agent import ChatAgent
+from session_service.agents.pool import AgentPool
+from session_service.agents.sweeper import sweep_forever
+from session_service.llm.offline import OfflineChatModel
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def agent(session_id: str) -> ChatAgent:
+    return ChatAgent(
+        session_id=session_id,
+        user_id="u",
+        session_created_at=datetime.now(UTC),
+        system_prompt="",
+        token_budget=1000,
+    )
+
+
+def test_release_idle_takes_only_the_idle_and_never_one_in_use() -> None:
+    clock = Clock()
+    pool = AgentPool(100, clock=clock)
+    for name in ("a", "b", "c"):
+        pool.add(agent(name))
+        clock.now += 10
+    pool.get("a")  # a is fresh again; b is now the least recently used
+    clock.now += 15  # idle: b 35 s, c 25 s, a 15 s
+    busy = pool.get("b")
+    assert busy is not None
+    busy.in_use = 1
+    assert pool.release_idle(20) == ["c"]
+    assert "b" in pool  # touched by get() above, and in use
+    busy.in_use = 0
+    clock.now += 100
+    assert sorted(pool.release_idle(20)) == ["a", "b"]
+    assert len(pool) == 0
+    assert pool.released_idle_total == 3
+
+
+def test_sweep_stops_at_the_first_fresh_agent() -> None:
+    """The cost of a sweep is the agents it releases, not the size of the pool."""
+    clock = Clock()
+    pool = AgentPool(10_000, clock=clock)
+    for index in range(10):
+        pool.add(agent(f"old{index}"))
+    clock.now += 100
+    for index in range(5000):
+        pool.add(agent(f"new{index}"))
+    looked_at = 0
+
+    class CountingDict(OrderedDict[str, ChatAgent]):
+        def items(self) -> Iterator[tuple[str, ChatAgent]]:  # type: ignore[override]
+            nonlocal looked_at
+            for item in super().items():
+                looked_at += 1
+                yield item
+
+    pool._agents = CountingDict(pool._agents)
+    assert pool.release_idle(50) == [f"old{index}" for index in range(10)]
+    assert len(pool) == 5000
+    assert looked_at == 11  # ten released, one fresh one to stop at
+    looked_at = 0
+    assert pool.release_idle(50) == []
+    assert looked_at == 1
+
+
+def test_lru_eviction_skips_agents_in_use() -> None:
+    pool = AgentPool(2, clock=Clock())
+    first, second = agent("first"), agent("second")
+    pool.add(first)
+    pool.add(second)
+    first.in_use = 1
+    pool.add(agent("third"))
+    assert "first" in pool
+    assert "second" not in pool
+    assert pool.evictions_total == 1
+
+
+async def test_concurrent_restores_build_one_agent() -> None:
+    pool = AgentPool(10)
+    builds = 0
+
+    async def restore() -> ChatAgent:
+        nonlocal builds
+        builds += 1
+        await asyncio.sleep(0.05)
+        return agent("s")
+
+    results = await asyncio.gather(*(pool.get_or_restore("s", restore) for _ in range(10)))
+    assert builds == 1
+    assert all(result is results[0] for result in results)
+    assert pool.restores_total == 1
+
+
+async def test_a_failed_restore_is_reported_to_every_waiter_and_retried_later(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pool = AgentPool(10)
+
+    async def broken() -> ChatAgent:
+        await asyncio.sleep(0.01)
+        raise RuntimeError("bad row")
+
+    outcomes = await asyncio.gather(
+        *(pool.get_or_restore("s", broken) for _ in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(outcome, RuntimeError) for outcome in outcomes)
+    assert any("agent restore failed" in r.getMessage() for r in caplog.records)
+
+    async def working() -> ChatAgent:
+        return agent("s")
+
+    assert (await pool.get_or_restore("s", working)).session_id == "s"
+
+
+async def test_sweep_survives_a_failing_sweep(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    pool = AgentPool(10)
+    calls = 0
+    original = pool.release_idle
+
+    def flaky(max_age: float) -> list[str]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("boom")
+        return original(max_age)
+
+    monkeypatch.setattr(pool, "release_idle", flaky)
+    pool.add(agent("s"))
+    task = asyncio.create_task(sweep_forever(pool, interval=0.05, max_age=0))
+    await asyncio.sleep(0.3)
+    task.cancel()
+    assert calls >= 2
+    assert "s" not in pool
+    assert any(
+        r.levelno == logging.ERROR and "sweep failed" in r.getMessage() for r in caplog.records
+    )
+
+
+def test_agent_history_stays_within_its_token_budget() -> None:
+    small = agent("s")
+    small.token_budget = 50
+    for seq in range(1, 101):
+        small.append(seq, HumanMessage(content="word " * 10))
+    assert small.last_seq == 100
+    assert 2 <= len(small.history) <= 5
+    with pytest.raises(ValueError, match="not after"):
+        small.append(100, HumanMessage(content="again"))
+
+
+async def test_offline_model_streams_word_by_word() -> None:
+    model = OfflineChatModel()
+    chunks = [chunk async for chunk in model.astream([HumanMessage(content="how are you")])]
+    texts = [chunk.text for chunk in chunks if chunk.text]
+    assert len(texts) > 5
+    whole = await model.ainvoke([HumanMessage(content="how are you")])
+    assert "".join(texts) == whole.text
+    assert '"how are you"' in whole.text
+    assert isinstance(chunks[-1], AIMessageChunk)
+    assert chunks[-1].usage_metadata is not None

@@ -187,8 +187,15 @@ def test_serve_with_no_configuration(tmp_path: Path) -> None:
         created = httpx.post(f"{server.base}/api/sessions", json={"title": "hello 𝄞"})
         assert created.status_code == 201
         assert created.json()["user_id"] == "dev"
+        session_id = created.json()["session_id"]
+        answered = httpx.post(
+            f"{server.base}/api/sessions/{session_id}/messages", json={"content": "hi 😀"}
+        )
+        assert answered.status_code == 201
+        assert "offline" in answered.json()["assistant_message"]["content"]
         listed = httpx.get(f"{server.base}/api/sessions").json()
         assert [item["title"] for item in listed["items"]] == ["hello 𝄞"]
+        assert listed["items"][0]["message_count"] == 2
         assert httpx.get(f"{server.base}/docs").status_code == 200
         assert "/api/sessions" in httpx.get(f"{server.base}/openapi.json").json()["paths"]
     assert (tmp_path / "data" / "sessions.db").is_file()

@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     ragflow_chat_id: str | None = None
     ragflow_dataset_ids: Annotated[list[str], NoDecode] = []
     ragflow_timeout_seconds: float = Field(60.0, gt=0)
+    ragflow_retry_interval_seconds: float = Field(30.0, gt=0)
 
     agent_max_age_seconds: float = Field(1800, ge=0)
     agent_cleanup_interval_seconds: float = Field(300, gt=0)
@@ -72,6 +73,23 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < 32:
             raise ValueError("must be at least 32 characters (e.g. `openssl rand -hex 32`)")
         return value
+
+    @model_validator(mode="after")
+    def _ragflow_complete(self) -> Settings:
+        if self.ragflow_base_url:
+            missing = [
+                name
+                for name, value in (
+                    ("RAGFLOW_API_KEY", self.ragflow_api_key),
+                    ("RAGFLOW_CHAT_ID", self.ragflow_chat_id),
+                )
+                if not value
+            ]
+            if missing:
+                raise ValueError(
+                    f"RAGFLOW_BASE_URL is set, so {' and '.join(missing)} is needed too"
+                )
+        return self
 
     @model_validator(mode="after")
     def _resolve_database_url(self) -> Settings:

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from session_service.agents.pool import AgentPool
 from session_service.auth import DEV_USER, User, user_from_token
+from session_service.chat.mirror import Mirror
 from session_service.chat.sessions import owned_session
 from session_service.chat.turn import ChatTurns
 from session_service.config import Settings
@@ -28,6 +29,7 @@ class State(TypedDict):
     session_factory: async_sessionmaker[AsyncSession]
     pool: AgentPool
     turns: ChatTurns
+    mirror: Mirror | None
 
 
 async def get_settings(request: Request) -> Settings:
@@ -56,10 +58,17 @@ async def get_turns(request: Request) -> ChatTurns:
     return turns
 
 
+async def get_mirror(request: Request) -> Mirror | None:
+    """RAGFlow's side of each session; None when RAGFlow is off."""
+    mirror: Mirror | None = request.state.mirror
+    return mirror
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DbSession = Annotated[AsyncSession, Depends(get_db)]
 PoolDep = Annotated[AgentPool, Depends(get_pool)]
 TurnsDep = Annotated[ChatTurns, Depends(get_turns)]
+MirrorDep = Annotated[Mirror | None, Depends(get_mirror)]
 
 
 async def get_current_user(

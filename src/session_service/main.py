@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from session_service import __version__
 from session_service.agents.pool import AgentPool
 from session_service.agents.sweeper import sweep_forever
 from session_service.api import agents, health, sessions, turns
+from session_service.chat.mirror import Mirror
 from session_service.chat.turn import ChatTurns
 from session_service.config import Settings, load_settings
 from session_service.db.engine import create_engine, create_session_factory
@@ -24,6 +27,7 @@ from session_service.deps import State
 from session_service.errors import DatabaseUnavailable, ServiceError
 from session_service.llm.factory import build_chat_model
 from session_service.logs import configure_logging
+from session_service.ragflow.client import RagflowClient, new_http_client
 
 log = logging.getLogger(__name__)
 
@@ -53,34 +57,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(resolved)
         session_factory = create_session_factory(engine)
         pool = AgentPool(resolved.agent_pool_max_size)
-        turns = ChatTurns(
-            resolved,
-            session_factory,
-            pool,
-            TurnLocks(session_factory, lease_seconds=resolved.turn_lock_lease_seconds),
-            build_chat_model(resolved),
-        )
-        sweeper = asyncio.create_task(
-            sweep_forever(
+        async with contextlib.AsyncExitStack() as stack:
+            mirror = await _start_ragflow(resolved, session_factory, stack)
+            turns = ChatTurns(
+                resolved,
+                session_factory,
                 pool,
-                interval=resolved.agent_cleanup_interval_seconds,
-                max_age=resolved.agent_max_age_seconds,
-            ),
-            name="agent-sweeper",
-        )
-        try:
+                TurnLocks(session_factory, lease_seconds=resolved.turn_lock_lease_seconds),
+                build_chat_model(resolved),
+                mirror,
+            )
+            _run_in_background(
+                stack,
+                sweep_forever(
+                    pool,
+                    interval=resolved.agent_cleanup_interval_seconds,
+                    max_age=resolved.agent_max_age_seconds,
+                ),
+                "agent-sweeper",
+            )
+            stack.push_async_callback(engine.dispose)
             yield {
                 "settings": resolved,
                 "engine": engine,
                 "session_factory": session_factory,
                 "pool": pool,
                 "turns": turns,
+                "mirror": mirror,
             }
-        finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
-            await engine.dispose()
 
     app = FastAPI(
         title="session-service",
@@ -96,6 +100,53 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sessions.router)
     app.include_router(turns.router)
     return app
+
+
+async def _start_ragflow(
+    settings: Settings,
+    session_factory: async_sessionmaker[AsyncSession],
+    stack: contextlib.AsyncExitStack,
+) -> Mirror | None:
+    """The shared RAGFlow client and the mirror's deletion loop; None when RAGFlow is off."""
+    if not settings.ragflow_enabled:
+        return None
+    assert settings.ragflow_base_url is not None
+    assert settings.ragflow_api_key is not None
+    assert settings.ragflow_chat_id is not None
+    http = await stack.enter_async_context(
+        new_http_client(
+            settings.ragflow_base_url,
+            settings.ragflow_api_key.get_secret_value(),
+            settings.ragflow_timeout_seconds,
+        )
+    )
+    mirror = Mirror(
+        RagflowClient(http, settings.ragflow_chat_id, settings.ragflow_dataset_ids),
+        session_factory,
+        retry_interval=settings.ragflow_retry_interval_seconds,
+    )
+    _run_in_background(stack, mirror.delete_forever(), "ragflow-deletions")
+    log.info(
+        "RAGFlow on: %s chat %s, grounding by %s",
+        settings.ragflow_base_url,
+        settings.ragflow_chat_id,
+        "retrieval" if settings.ragflow_dataset_ids else "the chat's answers",
+    )
+    return mirror
+
+
+def _run_in_background(
+    stack: contextlib.AsyncExitStack, work: Coroutine[Any, Any, None], name: str
+) -> None:
+    """Run `work` until the lifespan ends, then cancel it and wait for it to stop."""
+    task = asyncio.create_task(work, name=name)
+
+    async def stop() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    stack.push_async_callback(stop)
 
 
 async def _service_error(_request: Request, exc: Exception) -> JSONResponse:

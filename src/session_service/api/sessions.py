@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, BackgroundTasks, Query, Response, status
 
 from session_service.api.cursors import (
     decode_message_cursor,
@@ -24,7 +24,14 @@ from session_service.api.schemas import (
 )
 from session_service.chat.sessions import create_session, delete_session
 from session_service.db.repositories import MessageRepository, SessionKey, SessionRepository
-from session_service.deps import CurrentUser, DbSession, OwnedSession, PoolDep, TurnsDep
+from session_service.deps import (
+    CurrentUser,
+    DbSession,
+    MirrorDep,
+    OwnedSession,
+    PoolDep,
+    TurnsDep,
+)
 
 router = APIRouter(
     prefix="/api/sessions",
@@ -48,12 +55,20 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
     },
 )
 async def create(
-    body: SessionCreate, user: CurrentUser, db: DbSession, turns: TurnsDep, response: Response
+    body: SessionCreate,
+    user: CurrentUser,
+    db: DbSession,
+    turns: TurnsDep,
+    mirror: MirrorDep,
+    response: Response,
+    background: BackgroundTasks,
 ) -> SessionPublic:
     """Create a session (idempotent for a caller-chosen `session_id`) and its agent."""
     row, created = await create_session(
-        db, user, session_id=body.session_id, title=body.title, context=body.context
+        db, user, mirror, session_id=body.session_id, title=body.title, context=body.context
     )
+    if mirror is not None:
+        background.add_task(mirror.wake)  # a lost creation race may have left a spare mirror
     if created:
         turns.pool.add(turns.new_agent(row))
     else:
@@ -106,20 +121,31 @@ async def read(
 
 @router.patch("/{session_id}", responses=NOT_FOUND)
 async def update(
-    session: OwnedSession, body: SessionUpdate, db: DbSession, pool: PoolDep
+    session: OwnedSession, body: SessionUpdate, db: DbSession, pool: PoolDep, mirror: MirrorDep
 ) -> SessionPublic:
-    """Rename a session or replace its context (the next turn's system prompt holds it)."""
+    """Rename a session (and its RAGFlow mirror) or replace its context."""
+    renamed = body.title is not None and body.title != session.title
     row = await SessionRepository.from_session(db).update(
         session, title=body.title, context=body.context
     )
+    if renamed and mirror is not None:
+        await mirror.rename(row)
     return SessionPublic.of(row, agent_active=row.session_id in pool)
 
 
 @router.delete("/{session_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND)
-async def delete(session: OwnedSession, db: DbSession, pool: PoolDep) -> None:
-    """Delete a session and all its messages, and release its agent."""
-    await delete_session(db, session)
+async def delete(
+    session: OwnedSession,
+    db: DbSession,
+    pool: PoolDep,
+    mirror: MirrorDep,
+    background: BackgroundTasks,
+) -> None:
+    """Delete a session, its messages and its RAGFlow mirror, and release its agent."""
+    await delete_session(db, session, mirror)
     pool.release(session.session_id)
+    if mirror is not None:
+        background.add_task(mirror.wake)  # after the commit: delete the mirror now
 
 
 @router.get("/{session_id}/messages", responses=NOT_FOUND)

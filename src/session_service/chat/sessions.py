@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from session_service.auth import User
+from session_service.chat.mirror import Mirror
 from session_service.db.models import ChatSession
 from session_service.db.repositories import SessionRepository
 from session_service.errors import Conflict, SessionNotFound
@@ -26,25 +27,39 @@ async def owned_session(db: AsyncSession, session_id: str, user: User) -> ChatSe
 
 
 async def create_session(
-    db: AsyncSession, user: User, *, session_id: str | None, title: str, context: dict[str, Any]
+    db: AsyncSession,
+    user: User,
+    mirror: Mirror | None,
+    *,
+    session_id: str | None,
+    title: str,
+    context: dict[str, Any],
 ) -> tuple[ChatSession, bool]:
-    """Create the session, or return the caller's existing one with that id.
+    """Create the session (and its RAGFlow mirror), or return the caller's existing one.
 
-    Returns the row and whether it was created. Someone else's id is a conflict.
+    Returns the row and whether it was created. Someone else's id is a conflict. When RAGFlow
+    cannot make the mirror now, the session is created without one and the first turn makes it.
     """
     sessions = SessionRepository.from_session(db)
     if session_id is not None:
         existing = await sessions.get(session_id)
         if existing is not None:
             return _owned(existing, user), False
+    mirror_id = await mirror.create(title, user.id) if mirror is not None else None
     row = ChatSession(
-        session_id=session_id or uuid.uuid4().hex, user_id=user.id, title=title, context=context
+        session_id=session_id or uuid.uuid4().hex,
+        user_id=user.id,
+        title=title,
+        context=context,
+        ragflow_session_id=mirror_id,
     )
     try:
         await sessions.insert(row)
     except IntegrityError:
         # A concurrent create with the same id won the race: answer as if we came second.
         await db.rollback()
+        if mirror is not None and mirror_id is not None:
+            await mirror.forget(db, mirror_id)
         existing = await sessions.get(row.session_id)
         if existing is None:
             raise
@@ -59,8 +74,18 @@ def _owned(row: ChatSession, user: User) -> ChatSession:
     return row
 
 
-async def delete_session(db: AsyncSession, row: ChatSession) -> None:
+async def delete_session(db: AsyncSession, row: ChatSession, mirror: Mirror | None) -> None:
+    """Delete the session's rows and queue its mirror's deletion, all in one transaction."""
     await SessionRepository.from_session(db).delete(row.session_id)
+    if row.ragflow_session_id:
+        if mirror is not None:
+            await mirror.forget(db, row.ragflow_session_id)
+        else:
+            log.warning(
+                "RAGFlow is off: its session %s (of session %s) is left there",
+                row.ragflow_session_id,
+                row.session_id,
+            )
     log.info(
         "session deleted session_id=%s user_id=%s messages=%d",
         row.session_id,

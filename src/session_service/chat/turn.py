@@ -19,6 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from session_service.agents.agent import ChatAgent, message_tokens, system_prompt_for, to_message
 from session_service.agents.pool import AgentPool
 from session_service.auth import User
+from session_service.chat.grounding import ground
+from session_service.chat.mirror import Mirror
 from session_service.chat.sessions import owned_session
 from session_service.config import Settings
 from session_service.db.models import ChatMessage, ChatSession
@@ -50,12 +52,14 @@ class ChatTurns:
         pool: AgentPool,
         locks: TurnLocks,
         llm: BaseChatModel,
+        mirror: Mirror | None,
     ) -> None:
         self.settings = settings
         self.session_factory = session_factory
         self.pool = pool
         self.locks = locks
         self.llm = llm
+        self.mirror = mirror
 
     async def run(
         self,
@@ -91,7 +95,8 @@ class ChatTurns:
             agent = await self._agent_for(row)
             async with self.pool.lease(agent):
                 agent = await self._caught_up(agent, row, question)
-                answer = await self._generate(agent)
+                grounded = await ground(self.mirror, row, question.content)
+                answer = await self._generate(agent, grounded.text)
                 try:
                     async with self.session_factory() as db, db.begin():
                         reply = await self._store(
@@ -100,7 +105,7 @@ class ChatTurns:
                             question.seq + 1,
                             "assistant",
                             answer.text,
-                            meta=_answer_metadata(answer),
+                            meta=_answer_metadata(answer) | grounded.metadata,
                         )
                 except IntegrityError as exc:
                     raise await self._changed_under_us(session_id) from exc
@@ -172,10 +177,10 @@ class ChatTurns:
             )
         return agent
 
-    async def _generate(self, agent: ChatAgent) -> AIMessage:
+    async def _generate(self, agent: ChatAgent, grounding: str | None) -> AIMessage:
         try:
             async with asyncio.timeout(self.settings.llm_timeout_seconds):
-                return await agent.reply(self.llm)
+                return await agent.reply(self.llm, grounding)
         except Exception as exc:
             error = llm_error(exc)
             log.warning(

@@ -83,3 +83,22 @@ class ChatMessage(SQLModel, table=True):
     meta: dict[str, Any] = Field(
         default_factory=dict, sa_column=Column("metadata", JSON, nullable=False)
     )
+
+
+class RagflowDeletion(SQLModel, table=True):
+    """A mirrored RAGFlow session still to delete: written with the session's deletion, in
+    the same transaction, and removed once RAGFlow confirms (so none is left orphaned)."""
+
+    __tablename__ = "ragflow_deletions"
+    __table_args__ = (
+        Index("ix_ragflow_deletions_next_attempt_at", "next_attempt_at"),
+        {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"},
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(BigIntId, primary_key=True))
+    ragflow_session_id: str = Field(max_length=64)
+    chat_id: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    next_attempt_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    attempts: int = Field(default=0)
+    last_error: str | None = Field(default=None, max_length=500)

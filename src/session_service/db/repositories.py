@@ -11,7 +11,7 @@ from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from session_service.db.models import ChatMessage, ChatSession
+from session_service.db.models import ChatMessage, ChatSession, RagflowDeletion
 from session_service.db.types import utcnow
 
 
@@ -80,6 +80,20 @@ class SessionRepository:
             delete(ChatSession).where(col(ChatSession.session_id) == session_id)
         )
 
+    async def set_mirror(self, session_id: str, mirror_id: str, *, replacing: str | None) -> bool:
+        """Point the session at its RAGFlow mirror, unless someone else already changed it."""
+        result = await self.session.execute(
+            update(ChatSession)
+            .where(
+                col(ChatSession.session_id) == session_id,
+                col(ChatSession.ragflow_session_id) == replacing
+                if replacing is not None
+                else col(ChatSession.ragflow_session_id).is_(None),
+            )
+            .values(ragflow_session_id=mirror_id)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
     async def record_messages(self, session_id: str, count: int, at: datetime) -> None:
         await self.session.execute(
             update(ChatSession)
@@ -139,3 +153,42 @@ class MessageRepository:
                 .order_by(col(ChatMessage.seq))
             )
         ).all()
+
+
+class RagflowDeletionRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    @classmethod
+    def from_session(cls, session: AsyncSession) -> Self:
+        return cls(session)
+
+    async def add(self, ragflow_session_id: str, chat_id: str) -> None:
+        self.session.add(RagflowDeletion(ragflow_session_id=ragflow_session_id, chat_id=chat_id))
+        await self.session.flush()
+
+    async def due(self, now: datetime, limit: int) -> Sequence[RagflowDeletion]:
+        return (
+            await self.session.scalars(
+                select(RagflowDeletion)
+                .where(col(RagflowDeletion.next_attempt_at) <= now)
+                .order_by(col(RagflowDeletion.next_attempt_at))
+                .limit(limit)
+            )
+        ).all()
+
+    async def done(self, deletion_id: int) -> None:
+        await self.session.execute(
+            delete(RagflowDeletion).where(col(RagflowDeletion.id) == deletion_id)
+        )
+
+    async def postpone(self, deletion_id: int, *, until: datetime, error: str) -> None:
+        await self.session.execute(
+            update(RagflowDeletion)
+            .where(col(RagflowDeletion.id) == deletion_id)
+            .values(
+                attempts=col(RagflowDeletion.attempts) + 1,
+                next_attempt_at=until,
+                last_error=error[:500],
+            )
+        )

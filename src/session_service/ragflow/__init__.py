@@ -1,0 +1,1 @@
+"""The RAGFlow HTTP API client (no FastAPI imports): mirror sessions, ground answers."""

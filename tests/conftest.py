@@ -23,6 +23,9 @@ from session_service.db.engine import create_engine, create_session_factory
 from session_service.db.migrate import upgrade_to_head
 from session_service.main import create_app
 from tests.fakes.openai import FakeLLM
+from tests.fakes.ragflow import API_KEY as RAGFLOW_KEY
+from tests.fakes.ragflow import CHAT_ID as RAGFLOW_CHAT
+from tests.fakes.ragflow import FakeRagflow
 from tests.helpers import JWT_SECRET, auth
 
 DEFAULT_SERVER_URL = "mysql+aiomysql://root@127.0.0.1:3306/"
@@ -143,6 +146,36 @@ def llm_settings(
         }
         values.update(overrides)
         return make_settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def fake_ragflow() -> Iterator[FakeRagflow]:
+    """A fake RAGFlow on a loopback port, fresh for each test."""
+    ragflow = FakeRagflow().start()
+    try:
+        yield ragflow
+    finally:
+        ragflow.stop()
+
+
+@pytest.fixture
+def ragflow_settings(
+    llm_settings: Callable[..., Settings], fake_ragflow: FakeRagflow
+) -> Callable[..., Settings]:
+    """Settings for the app with the fake LLM and the fake RAGFlow."""
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "ragflow_base_url": fake_ragflow.url,
+            "ragflow_api_key": RAGFLOW_KEY,
+            "ragflow_chat_id": RAGFLOW_CHAT,
+            "ragflow_timeout_seconds": 5,
+            "ragflow_retry_interval_seconds": 0.2,
+        }
+        values.update(overrides)
+        return llm_settings(**values)
 
     return make
 

@@ -61,14 +61,11 @@ async def create(
     turns: TurnsDep,
     mirror: MirrorDep,
     response: Response,
-    background: BackgroundTasks,
 ) -> SessionPublic:
     """Create a session (idempotent for a caller-chosen `session_id`) and its agent."""
     row, created = await create_session(
         db, user, mirror, session_id=body.session_id, title=body.title, context=body.context
     )
-    if mirror is not None:
-        background.add_task(mirror.wake)  # a lost creation race may have left a spare mirror
     if created:
         turns.pool.add(turns.new_agent(row))
     else:

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 DELETIONS_PER_ROUND = 100
 MAX_BACKOFF = timedelta(minutes=10)
+SHUTDOWN_GRACE_SECONDS = 5.0
 
 
 class Mirror:
@@ -118,13 +119,26 @@ class Mirror:
         return deleted
 
     async def delete_forever(self) -> None:
-        """Run the pending deletions when woken, and every retry interval in any case."""
+        """Run the pending deletions when woken, and every retry interval in any case.
+
+        Cancelled while a round runs, it lets the round finish (briefly) so that no database
+        write is cut in half.
+        """
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._retry_interval):
                     await self._wake.wait()
             self._wake.clear()
+            round_ = asyncio.create_task(self._delete_round())
             try:
-                await self.delete_pending()
-            except Exception:
-                log.exception("ragflow deletions failed; trying again in %ss", self._retry_interval)
+                await asyncio.shield(round_)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(round_, SHUTDOWN_GRACE_SECONDS)
+                raise
+
+    async def _delete_round(self) -> None:
+        try:
+            await self.delete_pending()
+        except Exception:
+            log.exception("ragflow deletions failed; trying again in %ss", self._retry_interval)

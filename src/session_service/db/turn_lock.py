@@ -68,12 +68,14 @@ class TurnLocks:
             try:
                 token = uuid.uuid4().hex
                 await self._claim(session_id, token, deadline=deadline)
-                renewer = asyncio.create_task(self._renew_until_cancelled(session_id, token))
+                done = asyncio.Event()
+                renewer = asyncio.create_task(self._renew_until(done, session_id, token))
                 try:
                     yield
                 finally:
-                    renewer.cancel()
-                    await asyncio.shield(self._release(session_id, token))
+                    # Stop renewing without cutting a renewal in half, then let go.
+                    done.set()
+                    await asyncio.shield(self._stop_and_release(renewer, session_id, token))
             finally:
                 local.lock.release()
         finally:
@@ -113,10 +115,14 @@ class TurnLocks:
             raise SessionNotFound()
         return False
 
-    async def _renew_until_cancelled(self, session_id: str, token: str) -> None:
+    async def _renew_until(self, done: asyncio.Event, session_id: str, token: str) -> None:
         interval = self._lease.total_seconds() / 3
         while True:
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await done.wait()
+            if done.is_set():
+                return
             try:
                 async with self._session_factory() as db, db.begin():
                     renewed = await db.execute(
@@ -130,7 +136,10 @@ class TurnLocks:
             except Exception as exc:  # the database may be back before the lease runs out
                 log.warning("turn lease renewal failed session_id=%s reason=%r", session_id, exc)
 
-    async def _release(self, session_id: str, token: str) -> None:
+    async def _stop_and_release(
+        self, renewer: asyncio.Task[None], session_id: str, token: str
+    ) -> None:
+        await renewer
         try:
             async with self._session_factory() as db, db.begin():
                 await db.execute(

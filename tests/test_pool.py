@@ -13,7 +13,8 @@ from langchain_core.messages import AIMessageChunk, HumanMessage
 
 from session_service.agents.agent import ChatAgent
 from session_service.agents.pool import AgentPool
-from session_service.agents.sweeper import sweep_forever
+from session_service.agents.sweeper import sweep_once
+from session_service.background import Repeating
 from session_service.llm.offline import OfflineChatModel
 
 
@@ -147,13 +148,19 @@ async def test_sweep_survives_a_failing_sweep(
 
     monkeypatch.setattr(pool, "release_idle", flaky)
     pool.add(agent("s"))
-    task = asyncio.create_task(sweep_forever(pool, interval=0.05, max_age=0))
+
+    async def sweep() -> None:
+        sweep_once(pool, 0)
+
+    sweeper = Repeating("agent-sweep", sweep, interval=0.05)
+    sweeper.start()
     await asyncio.sleep(0.3)
-    task.cancel()
+    await sweeper.stop()
     assert calls >= 2
     assert "s" not in pool
     assert any(
-        r.levelno == logging.ERROR and "sweep failed" in r.getMessage() for r in caplog.records
+        r.levelno == logging.ERROR and "agent-sweep failed" in r.getMessage()
+        for r in caplog.records
     )
 
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -16,8 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from session_service import __version__
 from session_service.agents.pool import AgentPool
-from session_service.agents.sweeper import sweep_forever
+from session_service.agents.sweeper import sweep_once
 from session_service.api import agents, health, sessions, turns
+from session_service.background import Repeating
 from session_service.chat.mirror import Mirror
 from session_service.chat.turn import ChatTurns
 from session_service.config import Settings, load_settings
@@ -40,6 +39,8 @@ Authenticate with `Authorization: Bearer <JWT>` (HS256, `sub` = user id, `scope`
 Errors are JSON with a human-readable `detail`.
 """
 
+SHUTDOWN_GRACE_SECONDS = 10.0  # how long replies being generated may run on at shutdown
+
 # Errors that mean "the database did not answer", as opposed to a bug in a query.
 DATABASE_DOWN = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
 
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         session_factory = create_session_factory(engine)
         pool = AgentPool(resolved.agent_pool_max_size)
         async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(engine.dispose)  # last out: the others still use it
             mirror = await _start_ragflow(resolved, session_factory, stack)
             turns = ChatTurns(
                 resolved,
@@ -67,16 +69,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 build_chat_model(resolved),
                 mirror,
             )
+            max_age = resolved.agent_max_age_seconds
+
+            async def sweep() -> None:
+                sweep_once(pool, max_age)
+
             _run_in_background(
                 stack,
-                sweep_forever(
-                    pool,
-                    interval=resolved.agent_cleanup_interval_seconds,
-                    max_age=resolved.agent_max_age_seconds,
-                ),
-                "agent-sweeper",
+                Repeating("agent-sweep", sweep, interval=resolved.agent_cleanup_interval_seconds),
             )
-            stack.push_async_callback(engine.dispose)
+            _run_in_background(
+                stack,
+                Repeating(
+                    "orphaned-replies",
+                    turns.interrupt_orphans,
+                    interval=resolved.turn_lock_lease_seconds,
+                    run_at_start=True,
+                ),
+            )
+            stack.push_async_callback(turns.close, SHUTDOWN_GRACE_SECONDS)
             yield {
                 "settings": resolved,
                 "engine": engine,
@@ -125,7 +136,7 @@ async def _start_ragflow(
         session_factory,
         retry_interval=settings.ragflow_retry_interval_seconds,
     )
-    _run_in_background(stack, mirror.delete_forever(), "ragflow-deletions")
+    _run_in_background(stack, mirror.deletions)
     log.info(
         "RAGFlow on: %s chat %s, grounding by %s",
         settings.ragflow_base_url,
@@ -135,18 +146,10 @@ async def _start_ragflow(
     return mirror
 
 
-def _run_in_background(
-    stack: contextlib.AsyncExitStack, work: Coroutine[Any, Any, None], name: str
-) -> None:
-    """Run `work` until the lifespan ends, then cancel it and wait for it to stop."""
-    task = asyncio.create_task(work, name=name)
-
-    async def stop() -> None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    stack.push_async_callback(stop)
+def _run_in_background(stack: contextlib.AsyncExitStack, work: Repeating) -> None:
+    """Start `work` now; stop it (after its round in progress) when the lifespan ends."""
+    work.start()
+    stack.push_async_callback(work.stop)
 
 
 async def _service_error(_request: Request, exc: Exception) -> JSONResponse:

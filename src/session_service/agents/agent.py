@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+)
 from langchain_core.messages.utils import count_tokens_approximately, trim_messages
 
 ROLE_TO_MESSAGE: dict[str, type[BaseMessage]] = {
@@ -54,10 +60,12 @@ class ChatAgent:
     def append(self, seq: int, message: BaseMessage) -> None:
         if seq <= self.last_seq:
             raise ValueError(f"message {seq} is not after {self.last_seq} in {self.session_id}")
+        self.last_seq = seq
+        if not message.text:
+            return  # a reply interrupted before its first word: nothing to show the LLM
         tokens = message_tokens(message)
         self._history.append((message, tokens))
         self._tokens += tokens
-        self.last_seq = seq
         # Forget what the LLM can no longer be shown, keeping memory bounded per agent.
         while len(self._history) > 1 and self._tokens - self._history[0][1] >= self.token_budget:
             _, dropped = self._history.popleft()
@@ -81,10 +89,21 @@ class ChatAgent:
         )
         return [SystemMessage(content=system), *window]
 
-    async def reply(self, llm: BaseChatModel, grounding: str | None = None) -> AIMessage:
-        answer = await llm.ainvoke(self.prompt(grounding))
-        assert isinstance(answer, AIMessage)
-        return answer
+    async def reply(
+        self, llm: BaseChatModel, grounding: str | None = None, *, stream: bool = False
+    ) -> AsyncGenerator[AIMessageChunk]:
+        """The answer to the conversation so far: chunk by chunk, or in one chunk."""
+        prompt = self.prompt(grounding)
+        if stream:
+            async for chunk in llm.astream(prompt):
+                yield chunk
+            return
+        answer = await llm.ainvoke(prompt)
+        yield AIMessageChunk(
+            content=answer.content,
+            usage_metadata=getattr(answer, "usage_metadata", None),
+            response_metadata=answer.response_metadata,
+        )
 
 
 def system_prompt_for(base: str, context: dict[str, Any]) -> str:

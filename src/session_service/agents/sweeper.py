@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
@@ -24,13 +23,3 @@ def sweep_once(pool: AgentPool, max_age: float) -> list[str]:
         shown or "-",
     )
     return released
-
-
-async def sweep_forever(pool: AgentPool, *, interval: float, max_age: float) -> None:
-    """Sweep every `interval` seconds until cancelled; one failed sweep does not stop it."""
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            sweep_once(pool, max_age)
-        except Exception:
-            log.exception("agent sweep failed; trying again in %ss", interval)

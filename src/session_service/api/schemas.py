@@ -121,6 +121,7 @@ class TurnRequest(BaseModel):
     if_busy: Literal["wait", "reject"] = Field(
         "wait", description="`reject`: answer 409 at once if another turn holds the session."
     )
+    stream: bool = Field(False, description="Answer as Server-Sent Events (see below).")
 
 
 class TurnResponse(BaseModel):

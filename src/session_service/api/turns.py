@@ -1,15 +1,48 @@
-"""The chat turn: post a message, get the stored question and the stored answer."""
+"""The chat turn: post a message and get the stored answer, whole or streamed (SSE); and
+follow a reply still being generated after a reload."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Path, Request, Response, status
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from session_service.api.schemas import ErrorBody, MessagePublic, TurnRequest, TurnResponse
+from session_service.chat.generation import (
+    DELTA,
+    MESSAGE_END,
+    MESSAGE_START,
+    Event,
+    Generation,
+    TurnResult,
+)
+from session_service.chat.sessions import owned_session
+from session_service.chat.turn import STREAMING
+from session_service.db.models import ChatMessage
+from session_service.db.repositories import MessageRepository
 from session_service.deps import CurrentUser, SessionIdPath, TurnsDep
-from session_service.errors import PayloadTooLarge
+from session_service.errors import NotFound, PayloadTooLarge
 
 router = APIRouter(prefix="/api/sessions", tags=["chat"])
 MAX_CONTENT_CHARS = 32000
+HEARTBEAT_SECONDS = 15  # a comment line, so idle proxies do not cut a slow generation
+REJOIN_POLL_SECONDS = 0.5
+SSE_DESCRIPTION = (
+    "With `stream: true` or `Accept: text/event-stream`: `text/event-stream` with "
+    "`message_start` `{user_message, assistant_message_id}`, `delta` `{text}` events whose "
+    "texts concatenate to the reply, then `message_end` `{assistant_message}`; or `error` "
+    "`{detail, status}` and the end. Each event has an `id` (for `Last-Event-ID`)."
+)
+COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "Missing, invalid or expired token"},
+    404: {"model": ErrorBody, "description": "Unknown session, or not yours"},
+    503: {"model": ErrorBody, "description": "The database is unreachable"},
+}
 
 
 @router.post(
@@ -19,41 +52,137 @@ MAX_CONTENT_CHARS = 32000
         200: {
             "model": TurnResponse,
             "description": "A repeated client_message_id: the stored pair",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
         },
-        401: {"model": ErrorBody, "description": "Missing, invalid or expired token"},
-        404: {"model": ErrorBody, "description": "Unknown session, or not yours"},
+        201: {"content": {"text/event-stream": {"schema": {"type": "string"}}}},
+        **COMMON_ERRORS,
         409: {
             "model": ErrorBody,
             "description": "Another turn holds the session (if_busy, timeout)",
         },
         413: {"model": ErrorBody, "description": "content is over 32,000 characters"},
         502: {"model": ErrorBody, "description": "The LLM failed; your message is stored"},
-        503: {"model": ErrorBody, "description": "The database is unreachable"},
         504: {"model": ErrorBody, "description": "The LLM timed out; your message is stored"},
     },
+    description=SSE_DESCRIPTION,
 )
 async def post_message(
     session_id: SessionIdPath,
     body: TurnRequest,
     user: CurrentUser,
     turns: TurnsDep,
+    request: Request,
     response: Response,
-) -> TurnResponse:
+) -> Any:
     """Send a message and get the assistant's reply (one turn at a time per session)."""
     if len(body.content) > MAX_CONTENT_CHARS:
         raise PayloadTooLarge(
             f"content is {len(body.content)} characters; the limit is {MAX_CONTENT_CHARS}"
         )
-    result = await turns.run(
+    stream = body.stream or "text/event-stream" in request.headers.get("accept", "")
+    started = await turns.begin(
         user,
         session_id,
         body.content,
         client_message_id=body.client_message_id,
         if_busy=body.if_busy,
+        stream=stream,
     )
+    if isinstance(started, Generation):
+        if stream:
+            return _sse(started.follow(), status.HTTP_201_CREATED)
+        result = await started.wait()
+    else:
+        result = started
+        if stream:
+            return _sse(_replayed(result), status.HTTP_200_OK)
     if not result.created:
         response.status_code = status.HTTP_200_OK
     return TurnResponse(
         user_message=MessagePublic.of(result.user_message),
         assistant_message=MessagePublic.of(result.assistant_message),
     )
+
+
+@router.get(
+    "/{session_id}/messages/{message_id}/stream",
+    response_class=EventSourceResponse,
+    responses={
+        200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}},
+        **COMMON_ERRORS,
+    },
+)
+async def follow_reply(
+    session_id: SessionIdPath,
+    message_id: Annotated[int, Path(ge=1, description="`assistant_message_id` of message_start")],
+    user: CurrentUser,
+    turns: TurnsDep,
+    last_event_id: Annotated[str | None, Header(description="the last event id you got")] = None,
+) -> EventSourceResponse:
+    """Follow a reply: the rest of one still being generated on this replica, from after
+    `Last-Event-ID`; or, once stored, `message_end` with the whole message at once."""
+    async with turns.session_factory() as db:
+        await owned_session(db, session_id, user)
+        message = await MessageRepository.from_session(db).get(message_id)
+    if message is None or message.session_id != session_id or message.role != "assistant":
+        raise NotFound("Message not found")
+    generation = turns.generations.get(message_id)
+    if generation is not None:
+        return _sse(generation.follow(after=_event_number(last_event_id)), status.HTTP_200_OK)
+    return _sse(_when_stored(turns.session_factory, message), status.HTTP_200_OK)
+
+
+async def _when_stored(
+    session_factory: async_sessionmaker[AsyncSession], message: ChatMessage
+) -> AsyncIterator[Event]:
+    """A reply generated elsewhere (another replica): wait until it is stored, then end."""
+    assert message.id is not None
+    while message.meta.get("status") == STREAMING:
+        await asyncio.sleep(REJOIN_POLL_SECONDS)
+        async with session_factory() as db:
+            fresh = await MessageRepository.from_session(db).get(message.id)
+        if fresh is None:
+            return
+        message = fresh
+    yield Event(0, MESSAGE_END, {"assistant_message": message})
+
+
+async def _replayed(result: TurnResult) -> AsyncIterator[Event]:
+    """The stored pair of a repeated client_message_id, as the stream that made it."""
+    reply = result.assistant_message
+    for event in (
+        Event(
+            1,
+            MESSAGE_START,
+            {"user_message": result.user_message, "assistant_message_id": reply.id},
+        ),
+        Event(2, DELTA, {"text": reply.content}),
+        Event(3, MESSAGE_END, {"assistant_message": reply}),
+    ):
+        yield event
+
+
+def _sse(events: AsyncIterator[Event], status_code: int) -> EventSourceResponse:
+    async def encoded() -> AsyncIterator[ServerSentEvent]:
+        async for event in events:
+            yield ServerSentEvent(
+                id=str(event.id), event=event.name, data=json.dumps(_public(event.data.items()))
+            )
+
+    return EventSourceResponse(encoded(), status_code=status_code, ping=HEARTBEAT_SECONDS)
+
+
+def _public(items: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    return {
+        key: MessagePublic.of(value).model_dump(mode="json")
+        if isinstance(value, ChatMessage)
+        else value
+        for key, value in items
+    }
+
+
+def _event_number(last_event_id: str | None) -> int:
+    try:
+        return int(last_event_id or 0)
+    except ValueError:
+        return 0

@@ -3,13 +3,12 @@ and deleted with it — through a table of pending deletions retried until RAGFl
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from session_service.background import Repeating
 from session_service.db.models import ChatSession
 from session_service.db.repositories import RagflowDeletionRepository, SessionRepository
 from session_service.db.types import utcnow
@@ -19,7 +18,6 @@ log = logging.getLogger(__name__)
 
 DELETIONS_PER_ROUND = 100
 MAX_BACKOFF = timedelta(minutes=10)
-SHUTDOWN_GRACE_SECONDS = 5.0
 
 
 class Mirror:
@@ -32,7 +30,9 @@ class Mirror:
         self.ragflow = ragflow
         self._session_factory = session_factory
         self._retry_interval = retry_interval
-        self._wake = asyncio.Event()
+        self.deletions = Repeating(
+            "ragflow-deletions", self.delete_pending, interval=retry_interval, run_at_start=True
+        )
 
     async def create(self, title: str, user_id: str) -> str | None:
         """A new RAGFlow session, or None if RAGFlow cannot make one now (made at a turn)."""
@@ -84,7 +84,7 @@ class Mirror:
 
     def wake(self) -> None:
         """Run the pending deletions now rather than at the next interval."""
-        self._wake.set()
+        self.deletions.wake()
 
     async def delete_pending(self) -> int:
         """Delete the mirrors that are due; the ones RAGFlow refuses wait, with a backoff."""
@@ -117,28 +117,3 @@ class Mirror:
             deleted += 1
             log.info("ragflow session deleted ragflow_session_id=%s", pending.ragflow_session_id)
         return deleted
-
-    async def delete_forever(self) -> None:
-        """Run the pending deletions when woken, and every retry interval in any case.
-
-        Cancelled while a round runs, it lets the round finish (briefly) so that no database
-        write is cut in half.
-        """
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._retry_interval):
-                    await self._wake.wait()
-            self._wake.clear()
-            round_ = asyncio.create_task(self._delete_round())
-            try:
-                await asyncio.shield(round_)
-            except asyncio.CancelledError:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(round_, SHUTDOWN_GRACE_SECONDS)
-                raise
-
-    async def _delete_round(self) -> None:
-        try:
-            await self.delete_pending()
-        except Exception:
-            log.exception("ragflow deletions failed; trying again in %ss", self._retry_interval)

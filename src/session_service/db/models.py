@@ -53,6 +53,9 @@ class ChatSession(SQLModel, table=True):
     # The turn lease (db/turn_lock.py): who runs a turn on this session, and until when.
     turn_lock_owner: str | None = Field(default=None, max_length=64)
     turn_lock_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # The assistant message being generated, if any: set with its placeholder row, cleared
+    # when it is stored whole; one left set by a dead replica is marked interrupted.
+    generating_message_id: int | None = Field(default=None, sa_type=BigInteger, index=True)
 
 
 class ChatMessage(SQLModel, table=True):

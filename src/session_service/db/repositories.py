@@ -31,8 +31,11 @@ class SessionRepository:
     def from_session(cls, session: AsyncSession) -> Self:
         return cls(session)
 
-    async def get(self, session_id: str) -> ChatSession | None:
-        return await self.session.get(ChatSession, session_id)
+    async def get(self, session_id: str, *, for_update: bool = False) -> ChatSession | None:
+        """The session; `for_update` locks its row until the transaction ends (MySQL), so a
+        transaction that adds messages (whose foreign key share-locks it) and then updates it
+        cannot deadlock with another replica claiming the turn lease."""
+        return await self.session.get(ChatSession, session_id, with_for_update=for_update)
 
     async def insert(self, row: ChatSession) -> ChatSession:
         self.session.add(row)
@@ -94,12 +97,46 @@ class SessionRepository:
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
-    async def record_messages(self, session_id: str, count: int, at: datetime) -> None:
+    async def record_messages(
+        self, session_id: str, count: int, at: datetime, *, generating: int | None = None
+    ) -> None:
+        """Count `count` more (or fewer) messages; note the reply being generated, if any."""
+        values: dict[str, Any] = {
+            "message_count": col(ChatSession.message_count) + count,
+            "updated_at": at,
+        }
+        if generating is not None:
+            values["generating_message_id"] = generating
         await self.session.execute(
-            update(ChatSession)
-            .where(col(ChatSession.session_id) == session_id)
-            .values(message_count=col(ChatSession.message_count) + count, updated_at=at)
+            update(ChatSession).where(col(ChatSession.session_id) == session_id).values(values)
         )
+
+    async def orphaned_generations(self, now: datetime) -> Sequence[tuple[str, int]]:
+        """(session, message) of replies in progress that no live turn holds."""
+        rows = await self.session.execute(
+            select(col(ChatSession.session_id), col(ChatSession.generating_message_id)).where(
+                col(ChatSession.generating_message_id).is_not(None),
+                or_(
+                    col(ChatSession.turn_lock_owner).is_(None),
+                    col(ChatSession.turn_lock_expires_at) < now,
+                ),
+            )
+        )
+        return [
+            (session_id, message_id) for session_id, message_id in rows if message_id is not None
+        ]
+
+    async def clear_generating(self, session_id: str, message_id: int) -> bool:
+        """Forget the reply in progress, if it is still that one; whether it was."""
+        result = await self.session.execute(
+            update(ChatSession)
+            .where(
+                col(ChatSession.session_id) == session_id,
+                col(ChatSession.generating_message_id) == message_id,
+            )
+            .values(generating_message_id=None)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 class MessageRepository:
@@ -128,6 +165,23 @@ class MessageRepository:
         del rows[limit:]
         rows.reverse()
         return rows, has_more
+
+    async def finish(
+        self, message_id: int, content: str, meta: dict[str, Any], at: datetime
+    ) -> bool:
+        """Store a reply's final text and metadata in its placeholder row."""
+        result = await self.session.execute(
+            update(ChatMessage)
+            .where(col(ChatMessage.id) == message_id)
+            .values(content=content, meta=meta, timestamp=at)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def remove(self, message_id: int) -> None:
+        await self.session.execute(delete(ChatMessage).where(col(ChatMessage.id) == message_id))
+
+    async def get(self, message_id: int) -> ChatMessage | None:
+        return await self.session.get(ChatMessage, message_id)
 
     async def by_client_id(self, session_id: str, client_message_id: str) -> ChatMessage | None:
         return await self.session.scalar(

@@ -1,0 +1,80 @@
+"""A reply being generated: owned by the service, not by the request that asked for it.
+
+It runs to the end whoever listens; its events are kept so that a client that reloaded its
+page can follow it again from any event id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from session_service.db.models import ChatMessage
+from session_service.errors import ServiceError
+
+MESSAGE_START = "message_start"
+DELTA = "delta"
+MESSAGE_END = "message_end"
+ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: int
+    name: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class TurnResult:
+    user_message: ChatMessage
+    assistant_message: ChatMessage
+    created: bool  # False: a repeated client_message_id answered from the database
+
+
+class Generation:
+    def __init__(self, session_id: str, user_message: ChatMessage, assistant_id: int) -> None:
+        self.session_id = session_id
+        self.user_message = user_message
+        self.assistant_id = assistant_id
+        self.events: list[Event] = []
+        self.result: TurnResult | None = None
+        self.error: ServiceError | None = None
+        self.done = asyncio.Event()
+        self._news = asyncio.Event()
+
+    def publish(self, name: str, data: dict[str, Any]) -> None:
+        self.events.append(Event(len(self.events) + 1, name, data))
+        news, self._news = self._news, asyncio.Event()
+        news.set()
+
+    def succeed(self, result: TurnResult, end: dict[str, Any]) -> None:
+        self.result = result
+        self.publish(MESSAGE_END, end)
+        self.done.set()
+
+    def fail(self, error: ServiceError) -> None:
+        self.error = error
+        self.publish(ERROR, {"detail": error.detail, "status": error.status_code})
+        self.done.set()
+
+    async def follow(self, after: int = 0) -> AsyncIterator[Event]:
+        """Every event after the one with id `after`, as they come, until the last."""
+        index = max(after, 0)
+        while True:
+            while index < len(self.events):
+                index += 1
+                yield self.events[index - 1]
+            if self.done.is_set():
+                return
+            await self._news.wait()
+
+    async def wait(self) -> TurnResult:
+        """The stored pair once the reply is stored; the turn's error if it failed."""
+        await self.done.wait()
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result

@@ -127,7 +127,7 @@ async def follow_reply(
     if message is None or message.session_id != session_id or message.role != "assistant":
         raise NotFound("Message not found")
     generation = turns.generations.get(message_id)
-    if generation is not None:
+    if generation is not None and (last_event_id or not generation.done.is_set()):
         return _sse(generation.follow(after=_event_number(last_event_id)), status.HTTP_200_OK)
     return _sse(_when_stored(turns.session_factory, message), status.HTTP_200_OK)
 

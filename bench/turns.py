@@ -14,106 +14,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import platform
 import statistics
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import aiomysql
 import httpx
-import pymysql
 from sqlalchemy.engine import make_url
 
+from bench.common import cpu_seconds, scratch_database, service, write_results
 from tests.fakes.openai import FakeLLM
 
 TURNS_PER_SESSION = 10  # every party then sends histories of the same size
-RESULTS = Path(__file__).resolve().parent / "results"
-SERVER = os.environ.get("TEST_DATABASE_URL") or "mysql+aiomysql://root@127.0.0.1:3306/"
-
-
-@contextmanager
-def scratch_database() -> Iterator[str]:
-    url = make_url(SERVER)
-    name = f"ss_bench_{uuid.uuid4().hex[:10]}"
-    admin = pymysql.connect(
-        host=url.host,
-        port=url.port or 3306,
-        user=url.username,
-        password=url.password or "",
-        autocommit=True,
-    )
-    with admin.cursor() as cursor:
-        cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
-    try:
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
-        admin.close()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far, from /proc/<pid>/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-@contextmanager
-def service(database_url: str, llm_url: str) -> Iterator[tuple[str, int]]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "LLM_PROVIDER": "openai",
-        "LLM_BASE_URL": llm_url,
-        "LOG_FILE": "",
-        "LOG_LEVEL": "WARNING",
-    }
-    subprocess.run(
-        [sys.executable, "-m", "session_service", "migrate"],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "session_service", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/health/ready").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the service did not start")
-            time.sleep(0.1)
-        yield base, process.pid
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 async def drive(
@@ -254,26 +169,16 @@ def main() -> None:
         )
     print(f"API / direct SQL throughput: {ratio:.2f}")
     print(f"service CPU per turn: {api['service_cpu_ms_per_turn']:.2f} ms")
-    RESULTS.mkdir(exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = RESULTS / f"turns-{stamp}.json"
-    out.write_text(
-        json.dumps(
-            {
-                "benchmark": "turns",
-                "at": stamp,
-                "clients": args.clients,
-                "seconds": args.seconds,
-                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-                "api": api,
-                "direct_sql": sql,
-                "api_over_sql_throughput": ratio,
-            },
-            indent=2,
-        )
-        + "\n"
+    write_results(
+        "turns",
+        {
+            "clients": args.clients,
+            "seconds": args.seconds,
+            "api": api,
+            "direct_sql": sql,
+            "api_over_sql_throughput": ratio,
+        },
     )
-    print(f"written to {out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out}")
 
 
 if __name__ == "__main__":

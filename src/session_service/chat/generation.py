@@ -53,12 +53,16 @@ class Generation:
     def succeed(self, result: TurnResult, end: dict[str, Any]) -> None:
         self.result = result
         self.publish(MESSAGE_END, end)
-        self.done.set()
 
     def fail(self, error: ServiceError) -> None:
         self.error = error
         self.publish(ERROR, {"detail": error.detail, "status": error.status_code})
+
+    def finish(self) -> None:
+        """The turn is over and its lock released: listeners may go."""
         self.done.set()
+        news, self._news = self._news, asyncio.Event()
+        news.set()
 
     async def follow(self, after: int = 0) -> AsyncIterator[Event]:
         """Every event after the one with id `after`, as they come, until the last."""

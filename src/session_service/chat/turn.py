@@ -208,6 +208,20 @@ class ChatTurns:
         lock: contextlib.AsyncExitStack,
         stream: bool,
     ) -> None:
+        try:
+            await self._reply(generation, row, question, placeholder, lock, stream)
+        finally:
+            generation.finish()
+
+    async def _reply(
+        self,
+        generation: Generation,
+        row: ChatSession,
+        question: ChatMessage,
+        placeholder: ChatMessage,
+        lock: contextlib.AsyncExitStack,
+        stream: bool,
+    ) -> None:
         parts: list[str] = []
         async with lock:  # held until the reply is stored: the next turn sees it
             try:

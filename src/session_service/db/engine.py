@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +40,34 @@ def create_engine(settings: Settings) -> AsyncEngine:
         return _sqlite_engine(url, settings)
     return create_async_engine(
         url,
+        async_creator=_bounded_connect(url, settings.db_connect_timeout_seconds),
         pool_pre_ping=True,
         pool_recycle=3600,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout_seconds,
-        connect_args={"connect_timeout": settings.db_connect_timeout_seconds},
         json_serializer=_json_dumps,
     )
+
+
+def _bounded_connect(url: URL, timeout: float) -> Callable[[], Awaitable[Any]]:
+    """Connect with the driver's own arguments, all of it (TCP, handshake, login) within
+    `timeout`: the driver's `connect_timeout` covers only the TCP connect, and a server that
+    accepts but never answers would otherwise hang the request for good."""
+    dialect = url.get_dialect(_is_async=True)()
+    cargs, cparams = dialect.create_connect_args(url)
+    cparams["connect_timeout"] = timeout
+    driver = importlib.import_module(dialect.driver)  # aiomysql (or asyncmy)
+    # Raised as the driver's own error, SQLAlchemy reports it as any failed connect.
+    operational_error = dialect.import_dbapi().OperationalError
+
+    async def connect() -> Any:
+        try:
+            return await asyncio.wait_for(driver.connect(*cargs, **cparams), timeout)
+        except TimeoutError:
+            raise operational_error(2003, f"no answer from the database in {timeout}s") from None
+
+    return connect
 
 
 def _sqlite_engine(url: URL, settings: Settings) -> AsyncEngine:

@@ -47,6 +47,8 @@ class TurnLocks:
         self._session_factory = session_factory
         self._lease = timedelta(seconds=lease_seconds)
         self._local: dict[str, _LocalLock] = {}
+        # Leases this process could not release (the database was down): its own to take again.
+        self._unreleased: dict[str, str] = {}
 
     @contextlib.asynccontextmanager
     async def hold(
@@ -94,19 +96,20 @@ class TurnLocks:
 
     async def _try_claim(self, session_id: str, token: str) -> bool:
         now = utcnow()
+        free = [
+            col(ChatSession.turn_lock_owner).is_(None),
+            col(ChatSession.turn_lock_expires_at) < now,
+        ]
+        if stale := self._unreleased.get(session_id):
+            free.append(col(ChatSession.turn_lock_owner) == stale)
         async with self._session_factory() as db, db.begin():
             claimed = await db.execute(
                 update(ChatSession)
-                .where(
-                    col(ChatSession.session_id) == session_id,
-                    or_(
-                        col(ChatSession.turn_lock_owner).is_(None),
-                        col(ChatSession.turn_lock_expires_at) < now,
-                    ),
-                )
+                .where(col(ChatSession.session_id) == session_id, or_(*free))
                 .values(turn_lock_owner=token, turn_lock_expires_at=now + self._lease)
             )
             if claimed.rowcount == 1:  # type: ignore[attr-defined]
+                self._unreleased.pop(session_id, None)
                 return True
             exists = await db.scalar(
                 select(col(ChatSession.session_id)).where(col(ChatSession.session_id) == session_id)
@@ -148,6 +151,7 @@ class TurnLocks:
                     )
                 )
         except Exception as exc:  # it expires by itself; the turn's outcome stands
+            self._unreleased[session_id] = token
             log.warning("turn lease release failed session_id=%s reason=%r", session_id, exc)
 
     @staticmethod

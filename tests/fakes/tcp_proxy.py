@@ -1,0 +1,84 @@
+"""A TCP proxy in its own thread, to cut the service off from MariaDB and give it back.
+
+`cut("refuse")`: existing connections are reset and new ones refused (a database that went
+down). `cut("silent")`: existing connections are reset and new ones accepted but never
+answered (a server that hangs). `restore()` listens again on the same port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+
+
+class TcpProxy:
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = 0
+        self._mode = "up"
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    def start(self) -> TcpProxy:
+        self._thread.start()
+        self._call(self._listen())
+        return self
+
+    def stop(self) -> None:
+        self._call(self._close_all(stop_listening=True))
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    def cut(self, mode: str = "refuse") -> None:
+        assert mode in ("refuse", "silent")
+        self._mode = mode
+        self._call(self._close_all(stop_listening=mode == "refuse"))
+
+    def restore(self) -> None:
+        self._mode = "up"
+        if self._server is None:
+            self._call(self._listen())
+
+    def _call(self, coroutine: object) -> None:
+        asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(10)  # type: ignore[arg-type]
+
+    async def _listen(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _close_all(self, *, stop_listening: bool) -> None:
+        if stop_listening and self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def _accept(
+        self, client_reader: asyncio.StreamReader, client: asyncio.StreamWriter
+    ) -> None:
+        self._writers.add(client)
+        if self._mode != "up":
+            return  # silent: hold the connection open and say nothing
+        try:
+            upstream_reader, upstream = await asyncio.open_connection(*self.target)
+        except OSError:
+            client.transport.abort()
+            return
+        self._writers.add(upstream)
+        await asyncio.gather(
+            self._pipe(client_reader, upstream), self._pipe(upstream_reader, client)
+        )
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            while data := await reader.read(65536):
+                if self._mode != "up":
+                    break
+                writer.write(data)
+                await writer.drain()
+        writer.transport.abort()
+        self._writers.discard(writer)

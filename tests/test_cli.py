@@ -2,40 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
-import time
 import uuid
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pymysql
 from sqlalchemy.engine import make_url
 
-from session_service.config import Settings
 from tests.helpers import JWT_SECRET
-
-CLI = [sys.executable, "-m", "session_service"]
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The environment minus every setting the service reads, plus `extra`."""
-    names = {name.upper() for name in Settings.model_fields}
-    env = {key: value for key, value in os.environ.items() if key not in names}
-    env.update(extra)
-    return env
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.processes import CLI, clean_env, serving
 
 
 def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -136,50 +114,6 @@ def test_migrate_from_another_directory(tmp_path: Path, database_url: str) -> No
     assert tables["chat_messages"].startswith("utf8mb4")
     assert columns["content"][0] == "mediumtext"
     assert columns["timestamp"] == ("datetime", 6)
-
-
-@dataclass
-class Server:
-    base: str
-    process: subprocess.Popen[str]
-    output: str = ""
-
-    def stop(self) -> str:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.output = self.process.communicate(timeout=15)[0]
-        return self.output
-
-
-@contextmanager
-def serving(cwd: Path, **env: str) -> Iterator[Server]:
-    """Run `session-service serve` in `cwd` until the block ends."""
-    port = free_port()
-    process = subprocess.Popen(
-        [*CLI, "serve", "--port", str(port)],
-        cwd=cwd,
-        env=clean_env(**env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    server = Server(f"http://127.0.0.1:{port}", process)
-    try:
-        deadline = time.monotonic() + 30
-        while not _ready(server.base):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"serve did not become ready: {server.stop()}")
-            time.sleep(0.1)
-        yield server
-    finally:
-        server.stop()
-
-
-def _ready(base: str) -> bool:
-    try:
-        return httpx.get(f"{base}/health/ready", timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def test_serve_with_no_configuration(tmp_path: Path) -> None:

@@ -8,9 +8,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from session_service import __version__
 from session_service.agents.pool import AgentPool
@@ -26,6 +28,7 @@ from session_service.deps import State
 from session_service.errors import DatabaseUnavailable, ServiceError
 from session_service.llm.factory import build_chat_model
 from session_service.logs import configure_logging
+from session_service.middleware import BodyLimit
 from session_service.ragflow.client import RagflowClient, new_http_client
 
 log = logging.getLogger(__name__)
@@ -39,6 +42,8 @@ Authenticate with `Authorization: Bearer <JWT>` (HS256, `sub` = user id, `scope`
 Errors are JSON with a human-readable `detail`.
 """
 
+# 32,000 characters of content, JSON-escaped at worst (12 bytes a character), with room to spare.
+MAX_BODY_BYTES = 1024 * 1024
 SHUTDOWN_GRACE_SECONDS = 10.0  # how long replies being generated may run on at shutdown
 
 # Errors that mean "the database did not answer", as opposed to a bug in a query.
@@ -103,7 +108,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
     )
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     for error in DATABASE_DOWN:
         app.add_exception_handler(error, _database_down)
     app.include_router(health.router)
@@ -155,6 +162,14 @@ def _run_in_background(stack: contextlib.AsyncExitStack, work: Repeating) -> Non
 async def _service_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and request.method in ("POST", "PATCH", "PUT"):
+        # FastAPI's answer to a body it cannot even decode (invalid UTF-8): invalid input.
+        exc = StarletteHTTPException(422, "the body is not valid JSON in UTF-8")
+    return await http_exception_handler(request, exc)
 
 
 async def _database_down(request: Request, exc: Exception) -> JSONResponse:

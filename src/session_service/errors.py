@@ -33,10 +33,6 @@ class Conflict(ServiceError):
     status_code = 409
 
 
-class InvalidInput(ServiceError):
-    status_code = 422
-
-
 class DatabaseUnavailable(ServiceError):
     status_code = 503
 

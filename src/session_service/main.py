@@ -8,7 +8,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.exception_handlers import http_exception_handler
+from fastapi.exception_handlers import (
+    http_exception_handler,
+    request_validation_exception_handler,
+)
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -168,7 +172,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 400 and request.method in ("POST", "PATCH", "PUT"):
         # FastAPI's answer to a body it cannot even decode (invalid UTF-8): invalid input.
-        exc = StarletteHTTPException(422, "the body is not valid JSON in UTF-8")
+        error = {"type": "json_invalid", "loc": ("body",), "msg": "not valid JSON in UTF-8"}
+        return await request_validation_exception_handler(request, RequestValidationError([error]))
     return await http_exception_handler(request, exc)
 
 

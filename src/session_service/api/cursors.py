@@ -1,4 +1,5 @@
-"""Opaque paging cursors: base64url of a small JSON document. A bad one answers 422."""
+"""Opaque paging cursors: base64url of a small JSON document. A bad one answers 422, in the
+same shape as any other invalid parameter."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import json
 from datetime import datetime
 from typing import Any
 
+from fastapi.exceptions import RequestValidationError
+
 from session_service.db.repositories import SessionKey
-from session_service.errors import InvalidInput
 
 
 def _encode(payload: dict[str, Any]) -> str:
@@ -17,14 +19,26 @@ def _encode(payload: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode(cursor: str) -> dict[str, Any]:
+def invalid_cursor(parameter: str, cursor: str) -> RequestValidationError:
+    return RequestValidationError(
+        [
+            {
+                "type": "value_error",
+                "loc": ("query", parameter),
+                "msg": "invalid cursor: pass a next_cursor exactly as it was given",
+                "input": cursor,
+            }
+        ]
+    )
+
+
+def _decode(cursor: str, parameter: str) -> dict[str, Any]:
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        payload = json.loads(raw)
+        payload = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (binascii.Error, ValueError):
-        raise InvalidInput("invalid cursor") from None
+        raise invalid_cursor(parameter, cursor) from None
     if not isinstance(payload, dict):
-        raise InvalidInput("invalid cursor")
+        raise invalid_cursor(parameter, cursor)
     return payload
 
 
@@ -33,14 +47,14 @@ def encode_session_cursor(key: SessionKey) -> str:
 
 
 def decode_session_cursor(cursor: str) -> SessionKey:
-    payload = _decode(cursor)
+    payload = _decode(cursor, "cursor")
     try:
         updated_at = datetime.fromisoformat(payload["u"])
         session_id = payload["s"]
     except (KeyError, TypeError, ValueError):
-        raise InvalidInput("invalid cursor") from None
+        raise invalid_cursor("cursor", cursor) from None
     if updated_at.tzinfo is None or not isinstance(session_id, str):
-        raise InvalidInput("invalid cursor")
+        raise invalid_cursor("cursor", cursor)
     return SessionKey(updated_at=updated_at, session_id=session_id)
 
 
@@ -49,7 +63,7 @@ def encode_message_cursor(seq: int) -> str:
 
 
 def decode_message_cursor(cursor: str) -> int:
-    seq = _decode(cursor).get("before")
+    seq = _decode(cursor, "before").get("before")
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
-        raise InvalidInput("invalid cursor")
+        raise invalid_cursor("before", cursor)
     return seq

@@ -19,9 +19,7 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("chat_sessions") as batch:
         batch.add_column(sa.Column("generating_message_id", sa.BigInteger(), nullable=True))
-        batch.create_index(
-            "ix_chat_sessions_generating_message_id", ["generating_message_id"]
-        )
+        batch.create_index("ix_chat_sessions_generating_message_id", ["generating_message_id"])
 
 
 def downgrade() -> None:

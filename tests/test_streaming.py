@@ -348,3 +348,64 @@ async def _message_id(db: async_sessionmaker[AsyncSession], session_id: str, seq
         )
     assert found is not None
     return int(found)
+
+
+@pytest.mark.parametrize(
+    ("knobs", "status", "partial"),
+    [
+        ({"fail_status": 500}, 502, False),
+        ({"fail_status": 503}, 502, False),
+        ({"drop": True}, 502, False),
+        ({"delay": 3.0}, 504, False),
+        ({"drop_after_chunks": 2}, 502, True),
+        ({"chunk_delay": 3.0}, 504, False),
+    ],
+)
+async def test_every_llm_fault_in_a_stream(
+    llm_settings: Callable[..., Settings],
+    fake_llm: FakeLLM,
+    alice: Headers,
+    db: async_sessionmaker[AsyncSession],
+    knobs: dict[str, Any],
+    status: int,
+    partial: bool,
+) -> None:
+    async with (
+        uvicorn_server(llm_settings(llm_timeout_seconds=1)) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as http,
+    ):
+        session_id = await new_session(http, alice)
+        fake_llm.reply = lambda _m: "one two three four five six"
+        for name, value in knobs.items():
+            setattr(fake_llm, name, value)
+        events = await stream_turn(http, alice, session_id, "q")
+        assert events[-1].name == "error"
+        assert events[-1].data["status"] == status
+        assert "message_end" not in [e.name for e in events]
+        rows = await stored(db, session_id)
+        assert rows[0] == (1, "user", "q")
+        assert len(rows) == (2 if partial else 1)
+        fake_llm.fail_status, fake_llm.drop, fake_llm.drop_after_chunks = None, False, None
+        fake_llm.delay = fake_llm.chunk_delay = 0
+        again = await stream_turn(http, alice, session_id, "again")
+        assert again[-1].name == "message_end"
+
+
+async def test_ragflow_failing_during_a_stream_still_answers(
+    ragflow_settings: Callable[..., Settings],
+    fake_ragflow: Any,
+    alice: Headers,
+) -> None:
+    async with (
+        uvicorn_server(ragflow_settings(ragflow_timeout_seconds=0.5)) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as http,
+    ):
+        session_id = await new_session(http, alice)
+        for failure in ("500", "code100", "drop", "slow"):
+            fake_ragflow.fail = failure
+            events = await stream_turn(http, alice, session_id, f"during {failure}")
+            assert events[-1].name == "message_end"
+            assert events[-1].data["assistant_message"]["metadata"]["grounding"] == "unavailable"
+        fake_ragflow.fail = None
+        events = await stream_turn(http, alice, session_id, "back")
+        assert events[-1].data["assistant_message"]["metadata"]["grounding"] == "ragflow_chat"

@@ -74,7 +74,9 @@ def cpu_seconds(pid: int) -> float:
 
 
 @contextmanager
-def service(database_url: str, llm_url: str) -> Iterator[tuple[str, int]]:
+def service(
+    database_url: str, llm_url: str, extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[str, int]]:
     port = free_port()
     env = {
         **os.environ,
@@ -83,6 +85,7 @@ def service(database_url: str, llm_url: str) -> Iterator[tuple[str, int]]:
         "LLM_BASE_URL": llm_url,
         "LOG_FILE": "",
         "LOG_LEVEL": "WARNING",
+        **(extra_env or {}),
     }
     subprocess.run(
         [sys.executable, "-m", "session_service", "migrate"],

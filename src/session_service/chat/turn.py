@@ -135,6 +135,7 @@ class ChatTurns:
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _: generation.finish())  # after the lock is released
         task.add_done_callback(lambda _: self.generations.pop(placeholder.id or 0, None))
         return generation
 
@@ -195,25 +196,13 @@ class ChatTurns:
                     session_id, message_id
                 ):
                     await self._mark_interrupted(db, message_id)
+        if orphans:
+            log.info("orphaned replies found=%d", len(orphans))
         return len(orphans)
 
     # --- the reply, owned by the service -------------------------------------------------
 
     async def _generate(
-        self,
-        generation: Generation,
-        row: ChatSession,
-        question: ChatMessage,
-        placeholder: ChatMessage,
-        lock: contextlib.AsyncExitStack,
-        stream: bool,
-    ) -> None:
-        try:
-            await self._reply(generation, row, question, placeholder, lock, stream)
-        finally:
-            generation.finish()
-
-    async def _reply(
         self,
         generation: Generation,
         row: ChatSession,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
+import os
 import sys
+import tempfile
 from collections.abc import Sequence
 
 from session_service.auth import mint_token
@@ -74,6 +76,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.workers < 1:
         raise CommandError("--workers must be at least 1")
     configure_logging(settings)
+    if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # Each worker writes its metrics there; /metrics adds them up.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="session-service-metrics-")
     if database_url(settings.database_url).get_backend_name() == "sqlite":
         # The zero-configuration start: the embedded database migrates itself.
         _migrate(args, settings)

@@ -14,6 +14,7 @@ from fastapi.exception_handlers import (
 )
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from prometheus_fastapi_instrumentator import Instrumentator
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -21,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from session_service import __version__
 from session_service.agents.pool import AgentPool
 from session_service.agents.sweeper import sweep_once
-from session_service.api import agents, health, sessions, turns
+from session_service.api import agents, health, metrics, sessions, turns
 from session_service.background import Repeating
 from session_service.chat.mirror import Mirror
 from session_service.chat.turn import ChatTurns
@@ -117,7 +118,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     for error in DATABASE_DOWN:
         app.add_exception_handler(error, _database_down)
+    Instrumentator(excluded_handlers=["/metrics"]).instrument(app)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(agents.router)  # before sessions: `status` and `cleanup` are not ids
     app.include_router(sessions.router)
     app.include_router(turns.router)

@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from session_service import metrics
 from session_service.agents.agent import ChatAgent
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ class AgentPool:
         self.evictions_total = 0
         self.released_idle_total = 0
         self.released_by_hand_total = 0
+        metrics.AGENTS_MAX.set(max_size)
+        metrics.AGENTS_ACTIVE.set(0)
 
     def __len__(self) -> int:
         return len(self._agents)
@@ -58,6 +61,7 @@ class AgentPool:
         """Hold a new session's agent (replacing any stale one for that id)."""
         self._put(agent)
         self.created_total += 1
+        metrics.AGENTS_CREATED.inc()
         log.info("agent created session_id=%s pool=%d", agent.session_id, len(self._agents))
 
     async def get_or_restore(
@@ -83,6 +87,7 @@ class AgentPool:
             del self._restoring[session_id]
         self._put(agent)
         self.restores_total += 1
+        metrics.AGENTS_RESTORED.inc()
         log.info(
             "agent restored session_id=%s messages=%d pool=%d",
             session_id,
@@ -102,6 +107,8 @@ class AgentPool:
         if agent is None:
             return False
         self.released_by_hand_total += 1
+        metrics.AGENTS_RELEASED.labels("manual").inc()
+        metrics.AGENTS_ACTIVE.set(len(self._agents))
         log.info("agent released session_id=%s reason=manual pool=%d", session_id, len(self))
         return True
 
@@ -117,6 +124,8 @@ class AgentPool:
         for session_id in expired:
             del self._agents[session_id]
         self.released_idle_total += len(expired)
+        metrics.AGENTS_RELEASED.labels("idle").inc(len(expired))
+        metrics.AGENTS_ACTIVE.set(len(self._agents))
         return expired
 
     @asynccontextmanager
@@ -152,6 +161,7 @@ class AgentPool:
         self._agents[agent.session_id] = agent
         self._agents.move_to_end(agent.session_id)
         self._evict_over_capacity()
+        metrics.AGENTS_ACTIVE.set(len(self._agents))
 
     def _evict_over_capacity(self) -> None:
         while len(self._agents) > self.max_size:
@@ -160,4 +170,5 @@ class AgentPool:
                 return  # every agent is in a running turn: overflow until one finishes
             del self._agents[victim.session_id]
             self.evictions_total += 1
+            metrics.AGENTS_EVICTED.inc()
             log.info("agent evicted session_id=%s reason=lru pool=%d", victim.session_id, len(self))

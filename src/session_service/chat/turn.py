@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
@@ -21,6 +22,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from session_service import metrics
 from session_service.agents.agent import ChatAgent, message_tokens, system_prompt_for, to_message
 from session_service.agents.pool import AgentPool
 from session_service.auth import User
@@ -103,6 +105,7 @@ class ChatTurns:
                 wait=if_busy == "wait",
             )
         )
+        stored_at = time.perf_counter()
         try:
             async with self.session_factory() as db, db.begin():
                 row = await owned_session(db, session_id, user, for_update=True)
@@ -123,6 +126,7 @@ class ChatTurns:
         except BaseException:
             await lock.aclose()
             raise
+        metrics.TURN_PHASE_SECONDS.labels("database").observe(time.perf_counter() - stored_at)
         assert placeholder.id is not None
         generation = Generation(session_id, question, placeholder.id)
         generation.publish(
@@ -217,15 +221,20 @@ class ChatTurns:
                 agent = await self._agent_for(row)
                 async with self.pool.lease(agent):
                     agent = await self._caught_up(agent, row, question)
-                    grounded = await ground(self.mirror, row, question.content)
+                    with _phase("grounding"):
+                        grounded = await ground(self.mirror, row, question.content)
                     final: AIMessageChunk | None = None
-                    async for chunk in self._chunks(agent, grounded.text, stream):
-                        final = chunk if final is None else final + chunk
-                        if chunk.text:
-                            parts.append(chunk.text)
-                            generation.publish(DELTA, {"text": chunk.text})
+                    with _phase("llm"):
+                        async for chunk in self._chunks(agent, grounded.text, stream):
+                            final = chunk if final is None else final + chunk
+                            if chunk.text:
+                                parts.append(chunk.text)
+                                generation.publish(DELTA, {"text": chunk.text})
                     meta = _answer_metadata(final) | grounded.metadata
-                    reply = await self._finish(row.session_id, placeholder, "".join(parts), meta)
+                    with _phase("database"):
+                        reply = await self._finish(
+                            row.session_id, placeholder, "".join(parts), meta
+                        )
                     agent.append(reply.seq, AIMessage(content=reply.content))
                 generation.succeed(
                     TurnResult(question, reply, created=True), {"assistant_message": reply}
@@ -239,12 +248,14 @@ class ChatTurns:
     ) -> AsyncIterator[AIMessageChunk]:
         """The LLM's answer; waiting longer than LLM_TIMEOUT_SECONDS for any piece fails it."""
         pieces = agent.reply(self.llm, grounding, stream=stream)
+        started, outcome = time.perf_counter(), "error"
         try:
             while True:
                 try:
                     async with asyncio.timeout(self.settings.llm_timeout_seconds):
                         chunk = await anext(pieces)
                 except StopAsyncIteration:
+                    outcome = "ok"
                     return
                 yield chunk
         except ServiceError:
@@ -252,6 +263,7 @@ class ChatTurns:
         except Exception as exc:
             raise llm_error(exc) from exc
         finally:
+            metrics.LLM_CALL_SECONDS.labels(outcome).observe(time.perf_counter() - started)
             await pieces.aclose()
 
     async def _finish(
@@ -433,6 +445,15 @@ def _answer_metadata(answer: AIMessageChunk | None) -> dict[str, Any]:
             "total_tokens": usage["total_tokens"],
         }
     return meta
+
+
+@contextlib.contextmanager
+def _phase(name: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        metrics.TURN_PHASE_SECONDS.labels(name).observe(time.perf_counter() - started)
 
 
 def _unexpected(exc: Exception) -> ServiceError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 import httpx
@@ -20,6 +21,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from session_service import metrics
 from session_service.ragflow.models import Grounding, Reference, references_from
 
 log = logging.getLogger(__name__)
@@ -161,6 +163,23 @@ class RagflowClient:
         *,
         limits: httpx.Timeout | None = None,
     ) -> Any:
+        """One call, retried where safe; timed and counted by operation in the metrics."""
+        operation = _OPERATIONS.get((method, path.rsplit("/", 1)[-1]), "rename_session")
+        started = time.perf_counter()
+        try:
+            data = await self._call_retrying(method, path, body, limits)
+        except RagflowError as exc:
+            metrics.RAGFLOW_CALL_SECONDS.labels(operation, "error").observe(
+                time.perf_counter() - started
+            )
+            metrics.RAGFLOW_ERRORS.labels(operation, _kind(exc)).inc()
+            raise
+        metrics.RAGFLOW_CALL_SECONDS.labels(operation, "ok").observe(time.perf_counter() - started)
+        return data
+
+    async def _call_retrying(
+        self, method: str, path: str, body: dict[str, Any], limits: httpx.Timeout | None
+    ) -> Any:
         retrying = AsyncRetrying(
             retry=retry_if_exception(lambda exc: isinstance(exc, _Retryable)),
             stop=stop_after_attempt(RETRY_ATTEMPTS) | stop_after_delay(RETRY_TOTAL_SECONDS),
@@ -212,6 +231,24 @@ class RagflowClient:
         raise RagflowError(
             f"RAGFlow error {code}: {message[:300]}", code=code if isinstance(code, int) else None
         )
+
+
+_OPERATIONS = {
+    ("POST", "sessions"): "create_session",
+    ("DELETE", "sessions"): "delete_session",
+    ("POST", "completions"): "ask",
+    ("POST", "retrieval"): "retrieve",
+}
+
+
+def _kind(exc: RagflowError) -> str:
+    if isinstance(exc, RagflowAuthError):
+        return "auth"
+    if isinstance(exc, RagflowNotFound):
+        return "not_found"
+    if isinstance(exc, RagflowUnavailable):
+        return "unavailable"
+    return "error"
 
 
 def _envelope(response: httpx.Response) -> dict[str, Any]:

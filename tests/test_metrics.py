@@ -1,0 +1,68 @@
+"""GET /metrics in Prometheus text format, with the figures operators need."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from session_service.config import Settings
+from tests.conftest import serve_app
+from tests.fakes.openai import FakeLLM
+from tests.fakes.ragflow import FakeRagflow
+from tests.helpers import auth
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for metric in family.samples:
+            if metric.name == name and all(metric.labels.get(k) == v for k, v in labels.items()):
+                total += metric.value
+    return total
+
+
+async def test_metrics_cover_requests_turns_upstreams_and_pools(
+    ragflow_settings: Callable[..., Settings], fake_llm: FakeLLM, fake_ragflow: FakeRagflow
+) -> None:
+    alice = auth("alice-metrics")
+    admin = auth("metrics-admin", admin=True)
+    async with serve_app(ragflow_settings(agent_pool_max_size=7)) as client:
+        before = (await client.get("/metrics")).text
+        session_id = (await client.post("/api/sessions", json={}, headers=alice)).json()[
+            "session_id"
+        ]
+        await client.post(
+            f"/api/sessions/{session_id}/messages", json={"content": "hi"}, headers=alice
+        )
+        fake_llm.fail_status = 500
+        await client.post(
+            f"/api/sessions/{session_id}/messages", json={"content": "x"}, headers=alice
+        )
+        fake_llm.fail_status = None
+        await client.post("/api/sessions/cleanup", json={"max_age_seconds": 0}, headers=admin)
+        response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    route = "/api/sessions/{session_id}/messages"
+    assert (
+        sample(text, "http_requests_total", handler=route, status="2xx")
+        - sample(before, "http_requests_total", handler=route, status="2xx")
+        == 1
+    )
+    assert sample(text, "http_requests_total", handler=route, status="5xx") >= 1
+    assert sample(text, "http_request_duration_seconds_count", handler=route) >= 2
+    for phase in ("database", "grounding", "llm"):
+        assert sample(text, "session_turn_phase_seconds_count", phase=phase) >= 1, phase
+    assert sample(text, "session_llm_call_seconds_count", outcome="ok") >= 1
+    assert sample(text, "session_llm_errors_total", kind="http_status") >= 1
+    assert sample(text, "session_ragflow_call_seconds_count", operation="ask", outcome="ok") >= 1
+    assert sample(text, "session_ragflow_call_seconds_count", operation="create_session") >= 1
+    assert sample(text, "session_agents_max") == 7
+    assert sample(text, "session_agents_created_total") >= 1
+    assert sample(text, "session_agents_released_total", reason="idle") >= 1
+    assert sample(text, "session_agent_sweep_seconds_count") >= 1
+    assert re.search(r"^session_db_pool_connections_open \d", text, re.MULTILINE)
+    assert re.search(r"^session_agents_active \d", text, re.MULTILINE)

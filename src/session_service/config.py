@@ -59,6 +59,7 @@ class Settings(BaseSettings):
 
     log_file: str = "logs/app.log"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator("ragflow_dataset_ids", mode="before")
     @classmethod

@@ -1,4 +1,5 @@
-"""Logging to stderr and a rotating file, in one format."""
+"""Logging to stderr and a rotating file, in one format (text or JSON lines), with the
+request id (X-Request-ID, from asgi-correlation-id) on every line a request causes."""
 
 from __future__ import annotations
 
@@ -6,9 +7,13 @@ import logging
 import logging.handlers
 from pathlib import Path
 
+from asgi_correlation_id import CorrelationIdFilter
+from pythonjsonlogger.json import JsonFormatter
+
 from session_service.config import Settings
 
-FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+TEXT_FORMAT = "%(asctime)s %(levelname)s [%(correlation_id)s] %(name)s: %(message)s"
+JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(correlation_id)s %(message)s"
 _MARK = "_session_service_handler"
 
 
@@ -27,9 +32,18 @@ def configure_logging(settings: Settings) -> None:
                 path, maxBytes=10 * 1024 * 1024, backupCount=5, encoding="utf-8"
             )
         )
-    formatter = logging.Formatter(FORMAT)
+    formatter: logging.Formatter
+    if settings.log_format == "json":
+        formatter = JsonFormatter(
+            JSON_FIELDS,
+            rename_fields={"levelname": "level", "asctime": "time", "correlation_id": "request_id"},
+        )
+    else:
+        formatter = logging.Formatter(TEXT_FORMAT)
     for handler in handlers:
         handler.setFormatter(formatter)
+        # "-" outside a request (start-up, the sweep)
+        handler.addFilter(CorrelationIdFilter(uuid_length=32, default_value="-"))
         setattr(handler, _MARK, True)
         root.addHandler(handler)
     root.setLevel(settings.log_level)

@@ -109,7 +109,13 @@ def test_migrate_from_another_directory(tmp_path: Path, database_url: str) -> No
         with admin.cursor() as cursor:
             cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
         admin.close()
-    assert set(tables) == {"alembic_version", "chat_sessions", "chat_messages", "ragflow_deletions"}
+    assert set(tables) == {
+        "alembic_version",
+        "chat_sessions",
+        "chat_messages",
+        "ragflow_deletions",
+        "audit_events",
+    }
     assert tables["chat_sessions"].startswith("utf8mb4")
     assert tables["chat_messages"].startswith("utf8mb4")
     assert columns["content"][0] == "mediumtext"

@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from session_service import __version__
 from session_service.agents.pool import AgentPool
 from session_service.agents.sweeper import sweep_once
-from session_service.api import agents, health, metrics, sessions, turns
+from session_service.api import agents, audit, health, metrics, sessions, turns
 from session_service.background import Repeating
 from session_service.chat.mirror import Mirror
 from session_service.chat.turn import ChatTurns
@@ -34,6 +34,7 @@ from session_service.deps import State
 from session_service.errors import DatabaseUnavailable, ServiceError
 from session_service.llm.factory import build_chat_model
 from session_service.logs import configure_logging
+from session_service.metrics import HTTP_REQUESTS
 from session_service.middleware import BodyLimit
 from session_service.ragflow.client import RagflowClient, new_http_client
 
@@ -120,12 +121,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     for error in DATABASE_DOWN:
         app.add_exception_handler(error, _database_down)
-    Instrumentator(excluded_handlers=["/metrics"]).instrument(app)
+    if HTTP_REQUESTS is not None:
+        Instrumentator(excluded_handlers=["/metrics"]).add(HTTP_REQUESTS).instrument(app)
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(agents.router)  # before sessions: `status` and `cleanup` are not ids
     app.include_router(sessions.router)
     app.include_router(turns.router)
+    app.include_router(audit.router)
     return app
 
 

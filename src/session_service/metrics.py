@@ -7,6 +7,10 @@ which runs prometheus-client in its multiprocess mode (PROMETHEUS_MULTIPROC_DIR)
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_fastapi_instrumentator import metrics as http_metrics
+
+# Requests by route and status, and their latency (made once: every app of the process uses it).
+HTTP_REQUESTS = http_metrics.default()
 
 TURN_PHASE_SECONDS = Histogram(
     "session_turn_phase_seconds",

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Query
 
 from session_service.agents.sweeper import sweep_once
 from session_service.api.schemas import AgentStatus, CleanupRequest, CleanupResponse, PoolStatus
-from session_service.deps import AdminUser, PoolDep, SettingsDep
+from session_service.db.repositories import AuditRepository
+from session_service.deps import AdminUser, DbSession, PoolDep, SettingsDep
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/sessions", tags=["admin"])
@@ -44,12 +45,25 @@ async def pool_status(
 
 @router.post("/cleanup")
 async def cleanup(
-    admin: AdminUser, pool: PoolDep, settings: SettingsDep, body: CleanupRequest | None = None
+    admin: AdminUser,
+    pool: PoolDep,
+    settings: SettingsDep,
+    db: DbSession,
+    body: CleanupRequest | None = None,
 ) -> CleanupResponse:
     """Release agents idle at least `max_age_seconds` from memory; the database is untouched."""
     max_age = settings.agent_max_age_seconds
     if body is not None and body.max_age_seconds is not None:
         max_age = body.max_age_seconds
     released = sweep_once(pool, max_age)
+    await AuditRepository.from_session(db).record(
+        admin.id,
+        "agents.released",
+        detail={
+            "max_age_seconds": max_age,
+            "released": len(released),
+            "session_ids": released[:100],
+        },
+    )
     log.info("cleanup by admin user_id=%s released=%d", admin.id, len(released))
     return CleanupResponse(released=len(released), active_agents=len(pool))

@@ -58,12 +58,13 @@ def decode_session_cursor(cursor: str) -> SessionKey:
     return SessionKey(updated_at=updated_at, session_id=session_id)
 
 
-def encode_message_cursor(seq: int) -> str:
-    return _encode({"before": seq})
+def encode_position_cursor(position: int) -> str:
+    """For lists paged by a growing number (message seq, audit event id): "before this"."""
+    return _encode({"before": position})
 
 
-def decode_message_cursor(cursor: str) -> int:
-    seq = _decode(cursor, "before").get("before")
-    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
-        raise invalid_cursor("before", cursor)
-    return seq
+def decode_position_cursor(cursor: str, parameter: str) -> int:
+    position = _decode(cursor, parameter).get("before")
+    if not isinstance(position, int) or isinstance(position, bool) or position < 1:
+        raise invalid_cursor(parameter, cursor)
+    return position

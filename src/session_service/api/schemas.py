@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from session_service.db.models import TITLE_LENGTH, ChatMessage, ChatSession
+from session_service.db.models import TITLE_LENGTH, AuditEvent, ChatMessage, ChatSession
 from session_service.deps import SESSION_ID_PATTERN
 
 RESERVED_SESSION_IDS = frozenset({"status", "cleanup"})
@@ -155,3 +155,31 @@ class CleanupRequest(BaseModel):
 class CleanupResponse(BaseModel):
     released: int
     active_agents: int
+
+
+class AuditItem(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    session_id: str | None
+    user_id: str | None
+    detail: dict[str, Any]
+
+    @classmethod
+    def of(cls, row: AuditEvent) -> AuditItem:
+        assert row.id is not None
+        return cls(
+            id=row.id,
+            at=row.at,
+            actor=row.actor,
+            action=row.action,
+            session_id=row.session_id,
+            user_id=row.user_id,
+            detail=row.detail,
+        )
+
+
+class AuditPage(BaseModel):
+    items: list[AuditItem]
+    next_cursor: str | None

@@ -7,9 +7,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, BackgroundTasks, Query, Response, status
 
 from session_service.api.cursors import (
-    decode_message_cursor,
+    decode_position_cursor,
     decode_session_cursor,
-    encode_message_cursor,
+    encode_position_cursor,
     encode_session_cursor,
 )
 from session_service.api.schemas import (
@@ -22,7 +22,7 @@ from session_service.api.schemas import (
     SessionPublic,
     SessionUpdate,
 )
-from session_service.chat.sessions import create_session, delete_session
+from session_service.chat.sessions import create_session, delete_session, update_session
 from session_service.db.repositories import MessageRepository, SessionKey, SessionRepository
 from session_service.deps import (
     CurrentUser,
@@ -118,13 +118,16 @@ async def read(
 
 @router.patch("/{session_id}", responses=NOT_FOUND)
 async def update(
-    session: OwnedSession, body: SessionUpdate, db: DbSession, pool: PoolDep, mirror: MirrorDep
+    session: OwnedSession,
+    body: SessionUpdate,
+    user: CurrentUser,
+    db: DbSession,
+    pool: PoolDep,
+    mirror: MirrorDep,
 ) -> SessionPublic:
     """Rename a session (and its RAGFlow mirror) or replace its context."""
     renamed = body.title is not None and body.title != session.title
-    row = await SessionRepository.from_session(db).update(
-        session, title=body.title, context=body.context
-    )
+    row = await update_session(db, user, session, title=body.title, context=body.context)
     if renamed and mirror is not None:
         await mirror.rename(row)
     return SessionPublic.of(row, agent_active=row.session_id in pool)
@@ -133,13 +136,14 @@ async def update(
 @router.delete("/{session_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND)
 async def delete(
     session: OwnedSession,
+    user: CurrentUser,
     db: DbSession,
     pool: PoolDep,
     mirror: MirrorDep,
     background: BackgroundTasks,
 ) -> None:
     """Delete a session, its messages and its RAGFlow mirror, and release its agent."""
-    await delete_session(db, session, mirror)
+    await delete_session(db, user, session, mirror)
     pool.release(session.session_id)
     if mirror is not None:
         background.add_task(mirror.wake)  # after the commit: delete the mirror now
@@ -153,9 +157,9 @@ async def list_messages(
     before: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
 ) -> MessagePage:
     """Page through a session's messages, newest page first, each page oldest first."""
-    before_seq = decode_message_cursor(before) if before else None
+    before_seq = decode_position_cursor(before, "before") if before else None
     rows, has_more = await MessageRepository.from_session(db).latest(
         session.session_id, limit=limit, before_seq=before_seq
     )
-    next_cursor = encode_message_cursor(rows[0].seq) if has_more and rows else None
+    next_cursor = encode_position_cursor(rows[0].seq) if has_more and rows else None
     return MessagePage(items=[MessagePublic.of(m) for m in rows], next_cursor=next_cursor)

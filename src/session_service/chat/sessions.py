@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from session_service.auth import User
 from session_service.chat.mirror import Mirror
 from session_service.db.models import ChatSession
-from session_service.db.repositories import SessionRepository
+from session_service.db.repositories import AuditRepository, SessionRepository
 from session_service.errors import Conflict, SessionNotFound
 
 log = logging.getLogger(__name__)
@@ -66,8 +66,40 @@ async def create_session(
         if existing is None:
             raise
         return _owned(existing, user), False
+    await AuditRepository.from_session(db).record(
+        user.id,
+        "session.created",
+        session_id=row.session_id,
+        user_id=user.id,
+        detail={"title": title},
+    )
     log.info("session created session_id=%s user_id=%s", row.session_id, user.id)
     return row, True
+
+
+async def update_session(
+    db: AsyncSession,
+    user: User,
+    row: ChatSession,
+    *,
+    title: str | None,
+    context: dict[str, Any] | None,
+) -> ChatSession:
+    """Rename the session or replace its context, and say so in the audit log."""
+    audit = AuditRepository.from_session(db)
+    if title is not None and title != row.title:
+        await audit.record(
+            user.id,
+            "session.renamed",
+            session_id=row.session_id,
+            user_id=row.user_id,
+            detail={"from": row.title, "to": title},
+        )
+    if context is not None:
+        await audit.record(
+            user.id, "session.context_replaced", session_id=row.session_id, user_id=row.user_id
+        )
+    return await SessionRepository.from_session(db).update(row, title=title, context=context)
 
 
 def _owned(row: ChatSession, user: User) -> ChatSession:
@@ -76,9 +108,18 @@ def _owned(row: ChatSession, user: User) -> ChatSession:
     return row
 
 
-async def delete_session(db: AsyncSession, row: ChatSession, mirror: Mirror | None) -> None:
+async def delete_session(
+    db: AsyncSession, user: User, row: ChatSession, mirror: Mirror | None
+) -> None:
     """Delete the session's rows and queue its mirror's deletion, all in one transaction."""
     await SessionRepository.from_session(db).delete(row.session_id)
+    await AuditRepository.from_session(db).record(
+        user.id,
+        "session.deleted",
+        session_id=row.session_id,
+        user_id=row.user_id,
+        detail={"messages": row.message_count, "title": row.title},
+    )
     if row.ragflow_session_id:
         if mirror is not None:
             await mirror.forget(db, row.ragflow_session_id)

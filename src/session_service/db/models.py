@@ -105,3 +105,23 @@ class RagflowDeletion(SQLModel, table=True):
     next_attempt_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     attempts: int = Field(default=0)
     last_error: str | None = Field(default=None, max_length=500)
+
+
+class AuditEvent(SQLModel, table=True):
+    """Who did what to which session, written in the transaction of the change itself.
+    No foreign key: a deleted session's events stay."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_events_session", "session_id", "id"),
+        Index("ix_audit_events_user", "user_id", "id"),
+        {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"},
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(BigIntId, primary_key=True))
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    actor: str = Field(max_length=USER_ID_LENGTH)
+    action: str = Field(max_length=64)
+    session_id: str | None = Field(default=None, max_length=SESSION_ID_LENGTH)
+    user_id: str | None = Field(default=None, max_length=USER_ID_LENGTH)  # the session's owner
+    detail: dict[str, Any] = Field(default_factory=dict, sa_type=JSON, nullable=False)

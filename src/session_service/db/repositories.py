@@ -11,7 +11,7 @@ from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from session_service.db.models import ChatMessage, ChatSession, RagflowDeletion
+from session_service.db.models import AuditEvent, ChatMessage, ChatSession, RagflowDeletion
 from session_service.db.types import utcnow
 
 
@@ -246,3 +246,51 @@ class RagflowDeletionRepository:
                 last_error=error[:500],
             )
         )
+
+
+class AuditRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    @classmethod
+    def from_session(cls, session: AsyncSession) -> Self:
+        return cls(session)
+
+    async def record(
+        self,
+        actor: str,
+        action: str,
+        *,
+        session_id: str | None = None,
+        user_id: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        self.session.add(
+            AuditEvent(
+                actor=actor,
+                action=action,
+                session_id=session_id,
+                user_id=user_id,
+                detail=detail or {},
+            )
+        )
+        await self.session.flush()
+
+    async def page(
+        self,
+        *,
+        session_id: str | None,
+        user_id: str | None,
+        limit: int,
+        before_id: int | None,
+    ) -> Sequence[AuditEvent]:
+        """Newest first."""
+        query = select(AuditEvent)
+        if session_id is not None:
+            query = query.where(col(AuditEvent.session_id) == session_id)
+        if user_id is not None:
+            query = query.where(col(AuditEvent.user_id) == user_id)
+        if before_id is not None:
+            query = query.where(col(AuditEvent.id) < before_id)
+        query = query.order_by(col(AuditEvent.id).desc()).limit(limit)
+        return (await self.session.scalars(query)).all()

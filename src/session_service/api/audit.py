@@ -1,0 +1,43 @@
+"""GET /api/audit: the audit log, for admins, newest first."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from session_service.api.cursors import decode_position_cursor, encode_position_cursor
+from session_service.api.schemas import AuditItem, AuditPage, ErrorBody
+from session_service.db.repositories import AuditRepository
+from session_service.deps import SESSION_ID_PATTERN, AdminUser, DbSession
+
+router = APIRouter(
+    prefix="/api/audit",
+    tags=["admin"],
+    responses={
+        401: {"model": ErrorBody, "description": "Missing, invalid or expired token"},
+        403: {"model": ErrorBody, "description": "Admins only"},
+    },
+)
+
+
+@router.get("")
+async def audit_log(
+    _admin: AdminUser,
+    db: DbSession,
+    session_id: Annotated[str | None, Query(pattern=SESSION_ID_PATTERN)] = None,
+    user_id: Annotated[str | None, Query(max_length=255, description="the session's owner")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
+) -> AuditPage:
+    """Who did what to which session: created, renamed, deleted, agents released by hand.
+    Events of deleted sessions stay."""
+    before = decode_position_cursor(cursor, "cursor") if cursor else None
+    rows = await AuditRepository.from_session(db).page(
+        session_id=session_id, user_id=user_id, limit=limit + 1, before_id=before
+    )
+    page = rows[:limit]
+    next_cursor = None
+    if len(rows) > limit and page[-1].id is not None:
+        next_cursor = encode_position_cursor(page[-1].id)
+    return AuditPage(items=[AuditItem.of(row) for row in page], next_cursor=next_cursor)

@@ -1,4 +1,4 @@
-"""`session-service serve | migrate | token`."""
+"""`session-service serve | migrate | export | import | token`."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ import os
 import sys
 import tempfile
 from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
 
 from session_service.auth import mint_token
+from session_service.backup import BackupError, Counts, export, restore
 from session_service.config import ConfigError, Settings, load_settings
-from session_service.db.engine import create_engine, database_url
+from session_service.db.engine import create_engine, create_session_factory, database_url
 from session_service.db.migrate import upgrade_to_head
 from session_service.logs import configure_logging
 
@@ -47,6 +50,16 @@ def _parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="upgrade the database schema to the latest")
     migrate.set_defaults(run=_migrate)
+
+    export = commands.add_parser("export", help="back up sessions and messages as JSON Lines")
+    export.add_argument("--user", help="only this user's sessions")
+    export.add_argument("--session", help="only this session")
+    export.add_argument("--out", required=True, help="the file to write ('-': stdout)")
+    export.set_defaults(run=_export)
+
+    restore = commands.add_parser("import", help="restore a file written by export")
+    restore.add_argument("file", help="the JSON Lines file")
+    restore.set_defaults(run=_import)
 
     token = commands.add_parser("token", help="mint a JWT for local use")
     token.add_argument("--user", required=True, help="the user id (`sub`)")
@@ -104,6 +117,51 @@ def _migrate(_args: argparse.Namespace, settings: Settings) -> int:
     asyncio.run(run())
     shown = database_url(settings.database_url).render_as_string(hide_password=True)
     print(f"database schema is up to date: {shown}", file=sys.stderr)
+    return 0
+
+
+def _export(args: argparse.Namespace, settings: Settings) -> int:
+    async def run(out: IO[str]) -> Counts:
+        engine = create_engine(settings)
+        try:
+            return await export(
+                create_session_factory(engine),
+                out,
+                user_id=args.user,
+                session_id=args.session,
+                progress=sys.stderr.isatty(),
+            )
+        finally:
+            await engine.dispose()
+
+    if args.out == "-":
+        counts = asyncio.run(run(sys.stdout))
+    else:
+        with open(args.out, "w", encoding="utf-8") as out:
+            counts = asyncio.run(run(out))
+    print(f"exported {counts.sessions} sessions, {counts.messages} messages", file=sys.stderr)
+    return 0
+
+
+def _import(args: argparse.Namespace, settings: Settings) -> int:
+    async def run() -> Counts:
+        engine = create_engine(settings)
+        try:
+            return await restore(
+                create_session_factory(engine), Path(args.file), progress=sys.stderr.isatty()
+            )
+        finally:
+            await engine.dispose()
+
+    try:
+        counts = asyncio.run(run())
+    except (BackupError, OSError) as exc:
+        raise CommandError(f"import stopped: {exc}") from None
+    print(
+        f"imported {counts.sessions} sessions, {counts.messages} messages; already there: "
+        f"{counts.skipped_sessions} sessions, {counts.skipped_messages} messages",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -1,0 +1,94 @@
+"""The SQL of backups: reading sessions and messages in pages, and writing them back."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Self
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from session_service.db.models import ChatMessage, ChatSession
+
+
+class BackupRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    @classmethod
+    def from_session(cls, session: AsyncSession) -> Self:
+        return cls(session)
+
+    async def count_sessions(self, *, user_id: str | None, session_id: str | None) -> int:
+        query = select(func.count()).select_from(ChatSession)
+        query = _filtered(query, user_id, session_id)
+        return int(await self.session.scalar(query) or 0)
+
+    async def sessions_after(
+        self, after: str, *, user_id: str | None, session_id: str | None, limit: int
+    ) -> Sequence[ChatSession]:
+        query = _filtered(select(ChatSession), user_id, session_id)
+        query = query.where(col(ChatSession.session_id) > after)
+        return (
+            await self.session.scalars(query.order_by(col(ChatSession.session_id)).limit(limit))
+        ).all()
+
+    async def messages_after(
+        self, session_id: str, after_seq: int, limit: int
+    ) -> Sequence[ChatMessage]:
+        return (
+            await self.session.scalars(
+                select(ChatMessage)
+                .where(col(ChatMessage.session_id) == session_id, col(ChatMessage.seq) > after_seq)
+                .order_by(col(ChatMessage.seq))
+                .limit(limit)
+            )
+        ).all()
+
+    async def session_exists(self, session_id: str) -> bool:
+        found = await self.session.scalar(
+            select(col(ChatSession.session_id)).where(col(ChatSession.session_id) == session_id)
+        )
+        return found is not None
+
+    async def add_session(self, values: dict[str, Any]) -> None:
+        await self.session.execute(insert(ChatSession).values(**values))
+
+    async def existing_messages(self, ids: list[int]) -> dict[int, tuple[str, int]]:
+        """(session, seq) of the messages with these ids that are stored already."""
+        rows = await self.session.execute(
+            select(col(ChatMessage.id), col(ChatMessage.session_id), col(ChatMessage.seq)).where(
+                col(ChatMessage.id).in_(ids)
+            )
+        )
+        return {
+            message_id: (session_id, seq)
+            for message_id, session_id, seq in rows
+            if message_id is not None
+        }
+
+    async def add_messages(self, rows: list[dict[str, Any]]) -> None:
+        await self.session.execute(insert(ChatMessage), rows)
+
+    async def recount(self, session_id: str) -> None:
+        """message_count from the rows, after an import added some."""
+        count = (
+            select(func.count())
+            .select_from(ChatMessage)
+            .where(col(ChatMessage.session_id) == session_id)
+            .scalar_subquery()
+        )
+        await self.session.execute(
+            update(ChatSession)
+            .where(col(ChatSession.session_id) == session_id)
+            .values(message_count=count)
+        )
+
+
+def _filtered(query: Any, user_id: str | None, session_id: str | None) -> Any:
+    if user_id is not None:
+        query = query.where(col(ChatSession.user_id) == user_id)
+    if session_id is not None:
+        query = query.where(col(ChatSession.session_id) == session_id)
+    return query

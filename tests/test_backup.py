@@ -1,0 +1,109 @@
+"""export / import as a user runs them: a round trip through MariaDB and SQLite that keeps
+ids, order, timestamps and 4-byte characters, and an import that is idempotent."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pymysql
+import pytest
+from httpx import AsyncClient
+from sqlalchemy.engine import make_url
+
+from tests.helpers import auth
+from tests.processes import CLI, clean_env
+
+
+def cli(args: list[str], database_url: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args],
+        cwd=cwd,
+        env=clean_env(DATABASE_URL=database_url),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def second_mariadb(database_url: str) -> Iterator[str]:
+    server = make_url(database_url)
+    name = f"ss_restore_{uuid.uuid4().hex[:10]}"
+    admin = pymysql.connect(
+        host=server.host,
+        port=server.port or 3306,
+        user=server.username,
+        password=server.password or "",
+        autocommit=True,
+    )
+    with admin.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        admin.close()
+
+
+async def test_round_trip_through_mariadb_and_sqlite(
+    client: AsyncClient, migrated_url: str, second_mariadb: str, tmp_path: Path
+) -> None:
+    owner = f"eve-{uuid.uuid4().hex[:8]}"
+    eve = auth(owner)
+    for title in ("trip 🗺️", "music 𝄞"):
+        session_id = (
+            await client.post(
+                "/api/sessions", json={"title": title, "context": {"k": "ü😀"}}, headers=eve
+            )
+        ).json()["session_id"]
+        for content in ("first 😀", "second 𝄞", "third"):
+            await client.post(
+                f"/api/sessions/{session_id}/messages", json={"content": content}, headers=eve
+            )
+    await client.post("/api/sessions", json={"title": "not eve's"}, headers=auth("mallory"))
+
+    original = tmp_path / "original.jsonl"
+    exported = cli(["export", "--user", owner, "--out", str(original)], migrated_url, tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    assert "exported 2 sessions, 12 messages" in exported.stderr
+    records = [json.loads(line) for line in original.read_text(encoding="utf-8").splitlines()]
+    assert [r["type"] for r in records] == (["session"] + ["message"] * 6) * 2
+    assert "𝄞" in original.read_text(encoding="utf-8")  # stored as is, not escaped
+
+    sqlite_url = f"sqlite+aiosqlite:///{tmp_path / 'restored.db'}"
+    for target in (sqlite_url, second_mariadb):
+        assert cli(["migrate"], target, tmp_path).returncode == 0
+        first = cli(["import", str(original)], target, tmp_path)
+        assert first.returncode == 0, first.stderr
+        assert "imported 2 sessions, 12 messages" in first.stderr
+        again = cli(["import", str(original)], target, tmp_path)
+        assert (
+            "imported 0 sessions, 0 messages; already there: 2 sessions, 12 messages"
+            in again.stderr
+        )
+        copy = tmp_path / "copy.jsonl"
+        assert cli(["export", "--out", str(copy)], target, tmp_path).returncode == 0
+        assert copy.read_text(encoding="utf-8") == original.read_text(encoding="utf-8"), target
+
+
+async def test_one_session_and_a_broken_file(
+    client: AsyncClient, migrated_url: str, tmp_path: Path
+) -> None:
+    frank = auth(f"frank-{uuid.uuid4().hex[:8]}")
+    session_id = (await client.post("/api/sessions", json={}, headers=frank)).json()["session_id"]
+    await client.post(f"/api/sessions/{session_id}/messages", json={"content": "x"}, headers=frank)
+    out = tmp_path / "one.jsonl"
+    result = cli(["export", "--session", session_id, "--out", str(out)], migrated_url, tmp_path)
+    assert "exported 1 sessions, 2 messages" in result.stderr
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(out.read_text(encoding="utf-8") + "{not json\n", encoding="utf-8")
+    sqlite_url = f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"
+    assert cli(["migrate"], sqlite_url, tmp_path).returncode == 0
+    failed = cli(["import", str(broken)], sqlite_url, tmp_path)
+    assert failed.returncode == 2
+    assert "line 4 is not JSON" in failed.stderr

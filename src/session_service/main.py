@@ -6,6 +6,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI, Request
@@ -14,7 +15,8 @@ from fastapi.exception_handlers import (
     request_validation_exception_handler,
 )
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from prometheus_fastapi_instrumentator import Instrumentator
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -49,6 +51,7 @@ Authenticate with `Authorization: Bearer <JWT>` (HS256, `sub` = user id, `scope`
 Errors are JSON with a human-readable `detail`.
 """
 
+STATIC_DIR = Path(__file__).parent / "static"  # the chat page: no build step
 # 32,000 characters of content, JSON-escaped at worst (12 bytes a character), with room to spare.
 MAX_BODY_BYTES = 1024 * 1024
 SHUTDOWN_GRACE_SECONDS = 10.0  # how long replies being generated may run on at shutdown
@@ -129,6 +132,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sessions.router)
     app.include_router(turns.router)
     app.include_router(audit.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def chat_page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html")
+
     return app
 
 

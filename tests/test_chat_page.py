@@ -73,9 +73,10 @@ async def test_chat_page_in_development_mode(
         shot = os.environ.get("CHAT_PAGE_SCREENSHOT") or str(tmp_path / "chat-page.png")
         await page.screenshot(path=shot)
 
+        session_id = page.url.rsplit("#", 1)[1]
         await page.click("#delete-session")
-        await expect(page.locator("#sessions li")).to_have_count(0)
         await expect(page.locator("#title")).to_have_text("Pick or create a session")
+        await expect(page.locator(f'#sessions li[data-id="{session_id}"]')).to_have_count(0)
 
 
 async def test_chat_page_signs_in_with_a_token(

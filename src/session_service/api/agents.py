@@ -8,7 +8,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from session_service.agents.sweeper import sweep_once
-from session_service.api.schemas import AgentStatus, CleanupRequest, CleanupResponse, PoolStatus
+from session_service.api.schemas import (
+    AgentStatus,
+    CleanupRequest,
+    CleanupResponse,
+    ErrorBody,
+    PoolStatus,
+)
 from session_service.db.repositories import AuditRepository
 from session_service.deps import AdminUser, DbSession, PoolDep, SettingsDep
 
@@ -16,7 +22,11 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/sessions", tags=["admin"])
 
 
-@router.get("/status")
+@router.get(
+    "/status",
+    summary="Agent pool status (admin)",
+    responses={403: {"model": ErrorBody, "description": "Admins only"}},
+)
 async def pool_status(
     _admin: AdminUser,
     pool: PoolDep,
@@ -43,7 +53,11 @@ async def pool_status(
     )
 
 
-@router.post("/cleanup")
+@router.post(
+    "/cleanup",
+    summary="Release idle agents from memory (admin)",
+    responses={403: {"model": ErrorBody, "description": "Admins only"}},
+)
 async def cleanup(
     admin: AdminUser,
     pool: PoolDep,

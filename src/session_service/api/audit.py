@@ -21,7 +21,7 @@ router = APIRouter(
 )
 
 
-@router.get("")
+@router.get("", summary="Read the audit log (admin)")
 async def audit_log(
     _admin: AdminUser,
     db: DbSession,

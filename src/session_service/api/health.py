@@ -14,13 +14,17 @@ router = APIRouter(prefix="/health", tags=["health"])
 READY_TIMEOUT_SECONDS = 3.0
 
 
-@router.get("/live")
+@router.get("/live", summary="Liveness: the process runs")
 async def live() -> dict[str, str]:
     """200 while the process runs."""
     return {"status": "ok"}
 
 
-@router.get("/ready", responses={503: {"description": "The database does not answer"}})
+@router.get(
+    "/ready",
+    summary="Readiness: the database answers",
+    responses={503: {"description": "The database does not answer"}},
+)
 async def ready(request: Request) -> JSONResponse:
     """200 when the database answers `SELECT 1`, else 503."""
     engine: AsyncEngine = request.state.engine

@@ -15,7 +15,12 @@ from session_service import metrics
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}}},
+)
 async def prometheus_metrics(request: Request) -> Response:
     """Request, turn, LLM, RAGFlow, agent pool and database pool metrics."""
     engine: AsyncEngine = request.state.engine

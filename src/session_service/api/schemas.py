@@ -15,7 +15,18 @@ DEFAULT_TITLE = "New chat"
 
 
 class SessionCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "title": "Trip to Lisbon",
+                    "context": {"language": "en"},
+                    "session_id": "trip-2026",
+                }
+            ]
+        },
+    )
 
     title: str = Field(DEFAULT_TITLE, max_length=TITLE_LENGTH)
     context: dict[str, Any] = Field(default_factory=dict)
@@ -34,13 +45,43 @@ class SessionCreate(BaseModel):
 
 
 class SessionUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"title": "Lisbon, spring 2026"}]}
+    )
 
     title: str | None = Field(None, max_length=TITLE_LENGTH)
     context: dict[str, Any] | None = Field(None, description="Replaces the whole context.")
 
 
 class MessagePublic(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 42,
+                    "session_id": "trip-2026",
+                    "role": "assistant",
+                    "content": "The Alfama district, for a start.",
+                    "timestamp": "2026-11-24T10:00:00.123456Z",
+                    "metadata": {
+                        "model": "gpt-4o-mini",
+                        "usage": {"input_tokens": 120, "output_tokens": 9, "total_tokens": 129},
+                        "grounding": "ragflow_chat",
+                        "references": [
+                            {
+                                "document_name": "lisbon.pdf",
+                                "document_id": "doc-1",
+                                "chunk_id": "c-7",
+                                "dataset_id": "ds-1",
+                                "similarity": 0.82,
+                            }
+                        ],
+                    },
+                }
+            ]
+        }
+    )
+
     id: int
     session_id: str
     role: Literal["user", "assistant", "system"]
@@ -62,6 +103,24 @@ class MessagePublic(BaseModel):
 
 
 class SessionPublic(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "session_id": "trip-2026",
+                    "user_id": "alice",
+                    "title": "Trip to Lisbon",
+                    "created_at": "2026-11-24T09:58:00.000001Z",
+                    "updated_at": "2026-11-24T10:00:00.123456Z",
+                    "context": {"language": "en"},
+                    "ragflow_session_id": "9f1c0d7e2a6b4c8d9e0f1a2b3c4d5e6f",
+                    "message_count": 2,
+                    "agent_active": True,
+                }
+            ]
+        }
+    )
+
     session_id: str
     user_id: str
     title: str
@@ -103,11 +162,24 @@ class MessagePage(BaseModel):
 
 
 class ErrorBody(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"detail": "Session not found"}]})
+
     detail: str
 
 
 class TurnRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "content": "What should I see in Lisbon?",
+                    "client_message_id": "c-0001",
+                    "stream": False,
+                }
+            ]
+        },
+    )
 
     content: str = Field(
         min_length=1, description="The message, 1 to 32,000 characters (longer: 413)."
@@ -147,7 +219,9 @@ class PoolStatus(BaseModel):
 
 
 class CleanupRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"max_age_seconds": 600}]}
+    )
 
     max_age_seconds: int | None = Field(None, ge=0)
 

@@ -48,6 +48,7 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
 
 @router.post(
     "",
+    summary="Create a session",
     status_code=status.HTTP_201_CREATED,
     responses={
         200: {"model": SessionPublic, "description": "You already own a session with that id"},
@@ -73,7 +74,7 @@ async def create(
     return SessionPublic.of(row, agent_active=row.session_id in turns.pool)
 
 
-@router.get("")
+@router.get("", summary="List your sessions")
 async def list_sessions(
     user: CurrentUser,
     db: DbSession,
@@ -97,7 +98,7 @@ async def list_sessions(
     )
 
 
-@router.get("/{session_id}", responses=NOT_FOUND)
+@router.get("/{session_id}", summary="Read a session and its latest messages", responses=NOT_FOUND)
 async def read(
     session: OwnedSession,
     db: DbSession,
@@ -116,7 +117,9 @@ async def read(
     )
 
 
-@router.patch("/{session_id}", responses=NOT_FOUND)
+@router.patch(
+    "/{session_id}", summary="Rename a session or replace its context", responses=NOT_FOUND
+)
 async def update(
     session: OwnedSession,
     body: SessionUpdate,
@@ -133,7 +136,12 @@ async def update(
     return SessionPublic.of(row, agent_active=row.session_id in pool)
 
 
-@router.delete("/{session_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND)
+@router.delete(
+    "/{session_id}",
+    summary="Delete a session",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=NOT_FOUND,
+)
 async def delete(
     session: OwnedSession,
     user: CurrentUser,
@@ -149,7 +157,9 @@ async def delete(
         background.add_task(mirror.wake)  # after the commit: delete the mirror now
 
 
-@router.get("/{session_id}/messages", responses=NOT_FOUND)
+@router.get(
+    "/{session_id}/messages", summary="Page through a session's messages", responses=NOT_FOUND
+)
 async def list_messages(
     session: OwnedSession,
     db: DbSession,

@@ -47,6 +47,7 @@ COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
 
 @router.post(
     "/{session_id}/messages",
+    summary="Send a message: a chat turn, answered whole or streamed",
     status_code=status.HTTP_201_CREATED,
     responses={
         200: {
@@ -106,6 +107,7 @@ async def post_message(
 
 @router.get(
     "/{session_id}/messages/{message_id}/stream",
+    summary="Follow a reply (rejoin a stream after a reload)",
     response_class=EventSourceResponse,
     responses={
         200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}},

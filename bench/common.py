@@ -101,17 +101,56 @@ def service(
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/health/ready").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the service did not start")
-            time.sleep(0.1)
+        _wait_until_up(f"{base}/health/ready")
         yield base, process.pid
     finally:
         process.terminate()
         process.wait(10)
+
+
+def mariadb_pid() -> int:
+    """The local MariaDB server's process, to count its CPU time too."""
+    found = subprocess.run(["pidof", "mariadbd", "mysqld"], capture_output=True, text=True)
+    return int(found.stdout.split()[0])
+
+
+@contextmanager
+def thin_app(database_url: str, llm_url: str) -> Iterator[tuple[str, int]]:
+    """bench/thin_app.py under uvicorn, one worker, like the service."""
+    port = free_port()
+    env = {**os.environ, "THIN_DATABASE_URL": database_url, "THIN_LLM_URL": llm_url}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench.thin_app:app",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_up(f"{base}/docs")
+        yield base, process.pid
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _wait_until_up(url: str) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(url).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not answer")
+        time.sleep(0.1)

@@ -25,7 +25,14 @@ import aiomysql
 import httpx
 from sqlalchemy.engine import make_url
 
-from bench.common import cpu_seconds, scratch_database, service, write_results
+from bench.common import (
+    cpu_seconds,
+    mariadb_pid,
+    scratch_database,
+    service,
+    thin_app,
+    write_results,
+)
 from tests.fakes.openai import FakeLLM
 
 TURNS_PER_SESSION = 10  # every party then sends histories of the same size
@@ -62,13 +69,16 @@ async def drive(
     }
 
 
-async def through_the_service(base: str, clients: int, seconds: float) -> dict[str, float]:
+async def through_http(
+    base: str, clients: int, seconds: float, *, prefix: str = "/api"
+) -> dict[str, float]:
+    """Turns through an HTTP API: ours (`/api/sessions`) or the thin app's (`/sessions`)."""
     async with httpx.AsyncClient(
-        base_url=base, timeout=60, limits=httpx.Limits(max_connections=clients)
+        base_url=base + prefix, timeout=60, limits=httpx.Limits(max_connections=clients)
     ) as http:
 
         async def new_session() -> str:
-            response = await http.post("/api/sessions", json={"title": "bench"})
+            response = await http.post("/sessions", json={"title": "bench"})
             return str(response.json()["session_id"])
 
         async def setup(_index: int) -> list[str]:
@@ -78,7 +88,7 @@ async def through_the_service(base: str, clients: int, seconds: float) -> dict[s
             if count and count % TURNS_PER_SESSION == 0:
                 state[0] = await new_session()
             response = await http.post(
-                f"/api/sessions/{state[0]}/messages", json={"content": f"question {count}"}
+                f"/sessions/{state[0]}/messages", json={"content": f"question {count}"}
             )
             response.raise_for_status()
 
@@ -144,39 +154,63 @@ async def direct_sql(database_url: str, clients: int, seconds: float) -> dict[st
         await pool.wait_closed()
 
 
+def measured(pids: dict[str, int], run: Callable[[], dict[str, float]]) -> dict[str, float]:
+    """`run`'s figures, plus each process's CPU milliseconds per turn over the same window."""
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    own_before = time.process_time()
+    figures = run()
+    for name, pid in pids.items():
+        figures[f"{name}_cpu_ms_per_turn"] = (
+            (cpu_seconds(pid) - before[name]) * 1000 / figures["turns"]
+        )
+    figures["bench_cpu_ms_per_turn"] = (time.process_time() - own_before) * 1000 / figures["turns"]
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10)
     args = parser.parse_args()
-
+    mariadb = mariadb_pid()
     llm = FakeLLM().start()
     try:
-        with scratch_database() as database_url, service(database_url, llm.base_url) as (base, pid):
-            cpu_before = cpu_seconds(pid)
-            api = asyncio.run(through_the_service(base, args.clients, args.seconds))
-            api["service_cpu_ms_per_turn"] = (cpu_seconds(pid) - cpu_before) * 1000 / api["turns"]
-            sql = asyncio.run(direct_sql(database_url, args.clients, args.seconds))
+        with scratch_database() as database_url:
+            with service(database_url, llm.base_url) as (base, pid):
+                api = measured(
+                    {"service": pid, "mariadb": mariadb},
+                    lambda: asyncio.run(through_http(base, args.clients, args.seconds)),
+                )
+            with thin_app(database_url, llm.base_url) as (base, pid):
+                thin = measured(
+                    {"service": pid, "mariadb": mariadb},
+                    lambda: asyncio.run(through_http(base, args.clients, args.seconds, prefix="")),
+                )
+            sql = measured(
+                {"mariadb": mariadb},
+                lambda: asyncio.run(direct_sql(database_url, args.clients, args.seconds)),
+            )
     finally:
         llm.stop()
-
-    ratio = api["turns_per_second"] / sql["turns_per_second"]
-    print(f"{'':24}{'turns/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
-    for name, figures in (("HTTP API (fake LLM)", api), ("same SQL, direct", sql)):
+    rows = (("session-service", api), ("thinnest app", thin), ("SQL floor (driver)", sql))
+    print(f"{'':22}{'turns/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'svc CPU ms':>11}{'db CPU ms':>10}")
+    for name, figures in rows:
+        service_cpu = figures.get("service_cpu_ms_per_turn", figures["bench_cpu_ms_per_turn"])
         print(
-            f"{name:24}{figures['turns_per_second']:>10.1f}{figures['p50_ms']:>10.2f}"
-            f"{figures['p99_ms']:>10.2f}"
+            f"{name:22}{figures['turns_per_second']:>9.1f}{figures['p50_ms']:>9.2f}"
+            f"{figures['p99_ms']:>9.2f}{service_cpu:>11.2f}{figures['mariadb_cpu_ms_per_turn']:>10.2f}"
         )
-    print(f"API / direct SQL throughput: {ratio:.2f}")
-    print(f"service CPU per turn: {api['service_cpu_ms_per_turn']:.2f} ms")
+    ratio = api["service_cpu_ms_per_turn"] / thin["service_cpu_ms_per_turn"]
+    print(f"our CPU per turn / the thinnest app's: {ratio:.2f}  (target <= 1.5)")
     write_results(
         "turns",
         {
             "clients": args.clients,
             "seconds": args.seconds,
-            "api": api,
-            "direct_sql": sql,
-            "api_over_sql_throughput": ratio,
+            "session_service": api,
+            "thinnest_app": thin,
+            "sql_floor": sql,
+            "cpu_per_turn_vs_thinnest": ratio,
         },
     )
 

@@ -276,9 +276,9 @@ class ChatTurns:
                 placeholder.id, content, meta, now
             ):
                 raise SessionNotFound()  # deleted while the reply was generated
-            sessions = SessionRepository.from_session(db)
-            await sessions.clear_generating(session_id, placeholder.id)
-            await sessions.record_messages(session_id, 0, now)
+            await SessionRepository.from_session(db).clear_generating(
+                session_id, placeholder.id, updated_at=now
+            )
         placeholder.content, placeholder.meta, placeholder.timestamp = content, meta, now
         return placeholder
 

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Index,
     MetaData,
     String,
+    Table,
     UniqueConstraint,
 )
 from sqlmodel import Field, SQLModel
@@ -125,3 +126,9 @@ class AuditEvent(SQLModel, table=True):
     session_id: str | None = Field(default=None, max_length=SESSION_ID_LENGTH)
     user_id: str | None = Field(default=None, max_length=USER_ID_LENGTH)  # the session's owner
     detail: dict[str, Any] = Field(default_factory=dict, sa_type=JSON, nullable=False)
+
+
+# The tables themselves, for the statements on a turn's path: Core statements on them skip the
+# ORM's bookkeeping (identity map, unit of work, bulk-update evaluation).
+SESSIONS: Table = ChatSession.__table__  # type: ignore[attr-defined]
+MESSAGES: Table = ChatMessage.__table__  # type: ignore[attr-defined]

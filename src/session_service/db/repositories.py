@@ -7,11 +7,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Self
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from session_service.db.models import AuditEvent, ChatMessage, ChatSession, RagflowDeletion
+from session_service.db.models import (
+    MESSAGES,
+    SESSIONS,
+    AuditEvent,
+    ChatMessage,
+    ChatSession,
+    RagflowDeletion,
+)
 from session_service.db.types import utcnow
 
 
@@ -86,12 +93,12 @@ class SessionRepository:
     async def set_mirror(self, session_id: str, mirror_id: str, *, replacing: str | None) -> bool:
         """Point the session at its RAGFlow mirror, unless someone else already changed it."""
         result = await self.session.execute(
-            update(ChatSession)
+            update(SESSIONS)
             .where(
-                col(ChatSession.session_id) == session_id,
-                col(ChatSession.ragflow_session_id) == replacing
+                SESSIONS.c.session_id == session_id,
+                SESSIONS.c.ragflow_session_id == replacing
                 if replacing is not None
-                else col(ChatSession.ragflow_session_id).is_(None),
+                else SESSIONS.c.ragflow_session_id.is_(None),
             )
             .values(ragflow_session_id=mirror_id)
         )
@@ -102,13 +109,13 @@ class SessionRepository:
     ) -> None:
         """Count `count` more (or fewer) messages; note the reply being generated, if any."""
         values: dict[str, Any] = {
-            "message_count": col(ChatSession.message_count) + count,
+            "message_count": SESSIONS.c.message_count + count,
             "updated_at": at,
         }
         if generating is not None:
             values["generating_message_id"] = generating
         await self.session.execute(
-            update(ChatSession).where(col(ChatSession.session_id) == session_id).values(values)
+            update(SESSIONS).where(SESSIONS.c.session_id == session_id).values(values)
         )
 
     async def orphaned_generations(self, now: datetime) -> Sequence[tuple[str, int]]:
@@ -126,15 +133,20 @@ class SessionRepository:
             (session_id, message_id) for session_id, message_id in rows if message_id is not None
         ]
 
-    async def clear_generating(self, session_id: str, message_id: int) -> bool:
+    async def clear_generating(
+        self, session_id: str, message_id: int, *, updated_at: datetime | None = None
+    ) -> bool:
         """Forget the reply in progress, if it is still that one; whether it was."""
+        values: dict[str, Any] = {"generating_message_id": None}
+        if updated_at is not None:
+            values["updated_at"] = updated_at
         result = await self.session.execute(
-            update(ChatSession)
+            update(SESSIONS)
             .where(
-                col(ChatSession.session_id) == session_id,
-                col(ChatSession.generating_message_id) == message_id,
+                SESSIONS.c.session_id == session_id,
+                SESSIONS.c.generating_message_id == message_id,
             )
-            .values(generating_message_id=None)
+            .values(values)
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
@@ -148,8 +160,19 @@ class MessageRepository:
         return cls(session)
 
     async def insert(self, message: ChatMessage) -> ChatMessage:
-        self.session.add(message)
-        await self.session.flush()
+        """Store a new message (a Core insert: no ORM bookkeeping); it gets its id."""
+        result = await self.session.execute(
+            insert(MESSAGES).values(
+                session_id=message.session_id,
+                seq=message.seq,
+                role=message.role,
+                content=message.content,
+                timestamp=message.timestamp,
+                client_message_id=message.client_message_id,
+                metadata=message.meta,
+            )
+        )
+        message.id = result.inserted_primary_key[0]  # type: ignore[attr-defined]
         return message
 
     async def latest(
@@ -171,9 +194,9 @@ class MessageRepository:
     ) -> bool:
         """Store a reply's final text and metadata in its placeholder row."""
         result = await self.session.execute(
-            update(ChatMessage)
-            .where(col(ChatMessage.id) == message_id)
-            .values(content=content, meta=meta, timestamp=at)
+            update(MESSAGES)
+            .where(MESSAGES.c.id == message_id)
+            .values(content=content, metadata=meta, timestamp=at)
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
 

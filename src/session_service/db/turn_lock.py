@@ -17,9 +17,8 @@ from datetime import timedelta
 
 from sqlalchemy import Update, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlmodel import col
 
-from session_service.db.models import ChatSession
+from session_service.db.models import SESSIONS
 from session_service.db.types import utcnow
 from session_service.errors import Conflict, SessionNotFound
 
@@ -96,23 +95,20 @@ class TurnLocks:
 
     async def _try_claim(self, session_id: str, token: str) -> bool:
         now = utcnow()
-        free = [
-            col(ChatSession.turn_lock_owner).is_(None),
-            col(ChatSession.turn_lock_expires_at) < now,
-        ]
+        free = [SESSIONS.c.turn_lock_owner.is_(None), SESSIONS.c.turn_lock_expires_at < now]
         if stale := self._unreleased.get(session_id):
-            free.append(col(ChatSession.turn_lock_owner) == stale)
+            free.append(SESSIONS.c.turn_lock_owner == stale)
         async with self._session_factory() as db, db.begin():
             claimed = await db.execute(
-                update(ChatSession)
-                .where(col(ChatSession.session_id) == session_id, or_(*free))
+                update(SESSIONS)
+                .where(SESSIONS.c.session_id == session_id, or_(*free))
                 .values(turn_lock_owner=token, turn_lock_expires_at=now + self._lease)
             )
             if claimed.rowcount == 1:  # type: ignore[attr-defined]
                 self._unreleased.pop(session_id, None)
                 return True
             exists = await db.scalar(
-                select(col(ChatSession.session_id)).where(col(ChatSession.session_id) == session_id)
+                select(SESSIONS.c.session_id).where(SESSIONS.c.session_id == session_id)
             )
         if exists is None:
             raise SessionNotFound()
@@ -156,9 +152,6 @@ class TurnLocks:
 
     @staticmethod
     def _owned_by(session_id: str, token: str) -> Update:
-        return update(ChatSession).where(
-            and_(
-                col(ChatSession.session_id) == session_id,
-                col(ChatSession.turn_lock_owner) == token,
-            )
+        return update(SESSIONS).where(
+            and_(SESSIONS.c.session_id == session_id, SESSIONS.c.turn_lock_owner == token)
         )

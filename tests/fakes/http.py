@@ -102,6 +102,8 @@ class FakeServer:
         self._connections.add(task)
         try:
             await self._serve(reader, writer)
+        except asyncio.CancelledError:
+            pass  # stopped: end quietly (asyncio would log a cancelled connection task)
         finally:
             self._connections.discard(task)
 

@@ -91,9 +91,9 @@ class ChatTurns:
 
         Returns the stored pair at once for a repeated `client_message_id`.
         """
-        async with self.session_factory() as db:
-            await owned_session(db, session_id, user)
-            if client_message_id is not None:
+        if client_message_id is not None:  # a repeat is answered without taking the lock
+            async with self.session_factory() as db:
+                await owned_session(db, session_id, user)
                 answered = await self._answered(db, session_id, client_message_id)
                 if answered is not None:
                     return answered
@@ -101,6 +101,7 @@ class ChatTurns:
         await lock.enter_async_context(
             self.locks.hold(
                 session_id,
+                user.id,
                 wait_seconds=self.settings.turn_lock_timeout_seconds,
                 wait=if_busy == "wait",
             )

@@ -51,9 +51,10 @@ class TurnLocks:
 
     @contextlib.asynccontextmanager
     async def hold(
-        self, session_id: str, *, wait_seconds: float, wait: bool
+        self, session_id: str, owner: str, *, wait_seconds: float, wait: bool
     ) -> AsyncIterator[None]:
-        """Hold the session's turn lock for the block; SessionBusy if it cannot be had in time."""
+        """Hold the turn lock of `owner`'s session for the block; SessionBusy if it cannot be
+        had in time, SessionNotFound if there is no such session of theirs."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (wait_seconds if wait else 0)
         local = self._local.setdefault(session_id, _LocalLock())
@@ -68,7 +69,7 @@ class TurnLocks:
                 raise SessionBusy() from None
             try:
                 token = uuid.uuid4().hex
-                await self._claim(session_id, token, deadline=deadline)
+                await self._claim(session_id, owner, token, deadline=deadline)
                 done = asyncio.Event()
                 renewer = asyncio.create_task(self._renew_until(done, session_id, token))
                 try:
@@ -84,16 +85,16 @@ class TurnLocks:
             if local.users == 0:
                 del self._local[session_id]
 
-    async def _claim(self, session_id: str, token: str, *, deadline: float) -> None:
+    async def _claim(self, session_id: str, owner: str, token: str, *, deadline: float) -> None:
         loop = asyncio.get_running_loop()
         pause = FIRST_POLL_SECONDS
-        while not await self._try_claim(session_id, token):
+        while not await self._try_claim(session_id, owner, token):
             if loop.time() + pause > deadline:
                 raise SessionBusy()
             await asyncio.sleep(pause)
             pause = min(pause * 2, MAX_POLL_SECONDS)
 
-    async def _try_claim(self, session_id: str, token: str) -> bool:
+    async def _try_claim(self, session_id: str, owner: str, token: str) -> bool:
         now = utcnow()
         free = [SESSIONS.c.turn_lock_owner.is_(None), SESSIONS.c.turn_lock_expires_at < now]
         if stale := self._unreleased.get(session_id):
@@ -101,16 +102,20 @@ class TurnLocks:
         async with self._session_factory() as db, db.begin():
             claimed = await db.execute(
                 update(SESSIONS)
-                .where(SESSIONS.c.session_id == session_id, or_(*free))
+                .where(
+                    SESSIONS.c.session_id == session_id,
+                    SESSIONS.c.user_id == owner,
+                    or_(*free),
+                )
                 .values(turn_lock_owner=token, turn_lock_expires_at=now + self._lease)
             )
             if claimed.rowcount == 1:  # type: ignore[attr-defined]
                 self._unreleased.pop(session_id, None)
                 return True
-            exists = await db.scalar(
-                select(SESSIONS.c.session_id).where(SESSIONS.c.session_id == session_id)
+            found_owner = await db.scalar(
+                select(SESSIONS.c.user_id).where(SESSIONS.c.session_id == session_id)
             )
-        if exists is None:
+        if found_owner != owner:
             raise SessionNotFound()
         return False
 

@@ -38,8 +38,11 @@ def message_tokens(message: BaseMessage) -> int:
 class ChatAgent:
     """A session's conversation window, newest last, covering at least `token_budget` tokens.
 
-    `last_seq` is the sequence number of the newest message it holds: the turn compares it with
-    the database to catch up on what another replica (or a failed turn) wrote meanwhile.
+    It takes and gives LangChain messages, but keeps each as (kind, text, tokens): a LangChain
+    message object costs close to a kilobyte, and a pool holds many agents that are only
+    spoken to now and then. `last_seq` is the sequence number of the newest message it holds:
+    the turn compares it with the database to catch up on what another replica (or a failed
+    turn) wrote meanwhile.
     """
 
     session_id: str
@@ -50,12 +53,12 @@ class ChatAgent:
     last_seq: int = 0
     last_used: float = 0.0
     in_use: int = 0
-    _history: deque[tuple[BaseMessage, int]] = field(default_factory=deque)
+    _history: deque[tuple[type[BaseMessage], str, int]] = field(default_factory=deque)
     _tokens: int = 0
 
     @property
     def history(self) -> list[BaseMessage]:
-        return [message for message, _ in self._history]
+        return [kind(content=text) for kind, text, _ in self._history]
 
     def append(self, seq: int, message: BaseMessage) -> None:
         if seq <= self.last_seq:
@@ -64,11 +67,11 @@ class ChatAgent:
         if not message.text:
             return  # a reply interrupted before its first word: nothing to show the LLM
         tokens = message_tokens(message)
-        self._history.append((message, tokens))
+        self._history.append((type(message), message.text, tokens))
         self._tokens += tokens
         # Forget what the LLM can no longer be shown, keeping memory bounded per agent.
-        while len(self._history) > 1 and self._tokens - self._history[0][1] >= self.token_budget:
-            _, dropped = self._history.popleft()
+        while len(self._history) > 1 and self._tokens - self._history[0][2] >= self.token_budget:
+            *_, dropped = self._history.popleft()
             self._tokens -= dropped
 
     def extend(self, messages: Iterable[tuple[int, BaseMessage]]) -> None:

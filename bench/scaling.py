@@ -1,0 +1,253 @@
+"""How the service's costs scale: restoring an agent against history length, memory per
+pooled agent, the idle sweep against pool size, and a turn in a long session.
+
+    .venv/bin/python -m bench.scaling [--quick]
+
+Prints a table, writes JSON to bench/results/ and draws bench/results/scaling.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import statistics
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiomysql
+import httpx
+from langchain_core.messages import AIMessage, HumanMessage
+from sqlalchemy.engine import make_url
+
+from bench.common import RESULTS, scratch_database, service, write_results
+from session_service.agents.agent import ChatAgent
+from session_service.agents.pool import AgentPool
+from tests.fakes.openai import FakeLLM
+
+REPEATS = 15
+
+
+def rss_bytes() -> int:
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def memory_per_agent(count: int) -> dict[str, float]:
+    """RSS growth per pooled agent with a 10-message history, less the history text."""
+    gc.collect()
+    before = rss_bytes()
+    pool = AgentPool(count + 1)
+    text_bytes = 0
+    now = datetime.now(UTC)
+    for index in range(count):
+        agent = ChatAgent(f"s{index:08d}", "user", now, "You are helpful.", 8000)
+        for seq in range(1, 11):
+            content = f"message {seq} of session {index}: some words here"
+            text_bytes += len(content)
+            cls = HumanMessage if seq % 2 else AIMessage
+            agent.append(seq, cls(content=content))
+        pool.add(agent)
+    gc.collect()
+    grown = rss_bytes() - before
+    del pool
+    gc.collect()
+    return {
+        "agents": count,
+        "rss_growth_mib": grown / 2**20,
+        "bytes_per_agent_beyond_text": (grown - text_bytes) / count,
+    }
+
+
+def sweep_cost(pool_size: int, expired_share: float) -> dict[str, float]:
+    """One sweep over `pool_size` agents of which `expired_share` are idle past the limit."""
+    clock = [0.0]
+    pool = AgentPool(pool_size + 1, clock=lambda: clock[0])
+    now = datetime.now(UTC)
+    expired = int(pool_size * expired_share)
+    for index in range(pool_size):
+        if index == expired:
+            clock[0] = 1000.0
+        pool.add(ChatAgent(f"s{index}", "u", now, "", 8000))
+    clock[0] = 1500.0  # the first `expired` agents are 1500 s idle, the others 500 s
+    started = time.perf_counter()
+    released = pool.release_idle(1000)
+    took = time.perf_counter() - started
+    assert len(released) == expired
+    return {"pool": pool_size, "expired": expired, "sweep_ms": took * 1000}
+
+
+async def fill(database_url: str, session_id: str, messages: int) -> None:
+    url = make_url(database_url)
+    connection = await aiomysql.connect(
+        host=url.host,
+        port=url.port or 3306,
+        user=url.username,
+        password=url.password or "",
+        db=url.database,
+        charset="utf8mb4",
+        autocommit=True,
+    )
+    base = datetime.now(UTC).replace(tzinfo=None) - timedelta(days=1)
+    async with connection.cursor() as cursor:
+        rows = [
+            (
+                session_id,
+                seq,
+                "user" if seq % 2 else "assistant",
+                f"stored message {seq}: " + "lorem ipsum " * 6,
+                base + timedelta(seconds=seq),
+            )
+            for seq in range(1, messages + 1)
+        ]
+        for start in range(0, len(rows), 1000):
+            await cursor.executemany(
+                "INSERT INTO chat_messages (session_id, seq, role, content, timestamp, metadata)"
+                " VALUES (%s, %s, %s, %s, %s, '{}')",
+                rows[start : start + 1000],
+            )
+        await cursor.execute(
+            "UPDATE chat_sessions SET message_count = %s WHERE session_id = %s",
+            (messages, session_id),
+        )
+    connection.close()
+
+
+async def bare_select(database_url: str, session_id: str) -> float:
+    url = make_url(database_url)
+    connection = await aiomysql.connect(
+        host=url.host,
+        port=url.port or 3306,
+        user=url.username,
+        password=url.password or "",
+        db=url.database,
+        charset="utf8mb4",
+    )
+    times = []
+    async with connection.cursor() as cursor:
+        for _ in range(REPEATS):
+            started = time.perf_counter()
+            await cursor.execute(
+                "SELECT id, seq, role, content, timestamp, metadata FROM chat_messages"
+                " WHERE session_id = %s ORDER BY seq",
+                (session_id,),
+            )
+            await cursor.fetchall()
+            times.append(time.perf_counter() - started)
+    connection.close()
+    return statistics.median(times) * 1000
+
+
+async def restore_and_long_sessions(
+    database_url: str, base: str, sizes: list[int]
+) -> tuple[list[dict[str, float]], dict[str, float]]:
+    restores, turn_ms = [], {}
+    async with httpx.AsyncClient(base_url=base, timeout=60) as http:
+        for size in sizes:
+            session_id = (await http.post("/api/sessions", json={})).json()["session_id"]
+            await fill(database_url, session_id, size)
+            times = []
+            for _ in range(REPEATS):
+                await http.post("/api/sessions/cleanup", json={"max_age_seconds": 0})
+                started = time.perf_counter()
+                response = await http.get(f"/api/sessions/{session_id}?messages_limit=0")
+                times.append(time.perf_counter() - started)
+                assert response.json()["agent_active"] is True
+            restores.append(
+                {
+                    "messages": size,
+                    "restore_get_ms": statistics.median(times) * 1000,
+                    "bare_select_ms": await bare_select(database_url, session_id),
+                }
+            )
+            if size in (10, 5000) or size == sizes[-1]:
+                times = []
+                for index in range(REPEATS + 3):
+                    started = time.perf_counter()
+                    await http.post(
+                        f"/api/sessions/{session_id}/messages", json={"content": f"q{index}"}
+                    )
+                    if index >= 3:  # the first turns restore and warm up
+                        times.append(time.perf_counter() - started)
+                turn_ms[str(size)] = statistics.median(times) * 1000
+    return restores, turn_ms
+
+
+def chart(restores: list[dict[str, float]], memory: list[dict[str, float]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    sizes = [r["messages"] for r in restores]
+    left.loglog(sizes, [r["restore_get_ms"] for r in restores], "o-", label="GET, agent rebuilt")
+    left.loglog(
+        sizes, [r["bare_select_ms"] for r in restores], "s--", label="bare SELECT of all rows"
+    )
+    left.set_xlabel("stored messages in the session")
+    left.set_ylabel("ms (median)")
+    left.set_title("Restoring a released session")
+    left.legend()
+    counts = [m["agents"] for m in memory]
+    right.plot(counts, [m["bytes_per_agent_beyond_text"] / 1024 for m in memory], "o-")
+    right.axhline(8, color="grey", linestyle=":", label="target 8 KiB")
+    right.set_xscale("log")
+    right.set_xlabel("pooled agents (10 messages each)")
+    right.set_ylabel("KiB per agent beyond the text")
+    right.set_title("Memory per pooled agent")
+    right.legend()
+    figure.tight_layout()
+    figure.savefig(out, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    args = parser.parse_args()
+    sizes = [10, 100, 1000] if args.quick else [10, 100, 1000, 5000, 10000]
+    agent_counts = [1000, 10000] if args.quick else [10000, 100000]
+    llm = FakeLLM().start()
+    try:
+        with scratch_database() as database_url, service(database_url, llm.base_url) as (base, _):
+            restores, turn_ms = asyncio.run(restore_and_long_sessions(database_url, base, sizes))
+    finally:
+        llm.stop()
+    memory = [memory_per_agent(count) for count in agent_counts]
+    pool = agent_counts[-1]
+    sweeps = [sweep_cost(pool, 0.0), sweep_cost(pool, 0.01)]
+
+    print(f"{'messages':>10}{'restore GET ms':>16}{'bare SELECT ms':>16}{'ratio':>8}")
+    for row in restores:
+        ratio = row["restore_get_ms"] / row["bare_select_ms"]
+        row["ratio"] = ratio
+        print(
+            f"{row['messages']:>10}{row['restore_get_ms']:>16.2f}{row['bare_select_ms']:>16.2f}{ratio:>8.2f}"
+        )
+    for row in memory:
+        print(
+            f"{row['agents']:>8} agents: {row['rss_growth_mib']:.0f} MiB, "
+            f"{row['bytes_per_agent_beyond_text'] / 1024:.2f} KiB per agent beyond the text"
+        )
+    for row in sweeps:
+        print(
+            f"sweep over {row['pool']} agents, {row['expired']} expired: {row['sweep_ms']:.3f} ms"
+        )
+    print(
+        "turn latency by stored messages (ms, median, sequential):",
+        {k: round(v, 2) for k, v in turn_ms.items()},
+    )
+    out = RESULTS / "scaling.png"
+    RESULTS.mkdir(exist_ok=True)
+    chart(restores, memory, out)
+    print(f"chart: {out}")
+    write_results(
+        "scaling",
+        {"restore": restores, "memory": memory, "sweep": sweeps, "turn_ms_by_history": turn_ms},
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -181,6 +181,15 @@ def main() -> None:
                     {"service": pid, "mariadb": mariadb},
                     lambda: asyncio.run(through_http(base, args.clients, args.seconds)),
                 )
+            asyncmy_url = make_url(database_url).set(drivername="mysql+asyncmy")
+            with service(asyncmy_url.render_as_string(hide_password=False), llm.base_url) as (
+                base,
+                pid,
+            ):
+                on_asyncmy = measured(
+                    {"service": pid, "mariadb": mariadb},
+                    lambda: asyncio.run(through_http(base, args.clients, args.seconds)),
+                )
             with thin_app(database_url, llm.base_url) as (base, pid):
                 thin = measured(
                     {"service": pid, "mariadb": mariadb},
@@ -192,7 +201,12 @@ def main() -> None:
             )
     finally:
         llm.stop()
-    rows = (("session-service", api), ("thinnest app", thin), ("SQL floor (driver)", sql))
+    rows = (
+        ("session-service", api),
+        ("  ... on asyncmy", on_asyncmy),
+        ("thinnest app", thin),
+        ("SQL floor (driver)", sql),
+    )
     print(f"{'':22}{'turns/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'svc CPU ms':>11}{'db CPU ms':>10}")
     for name, figures in rows:
         service_cpu = figures.get("service_cpu_ms_per_turn", figures["bench_cpu_ms_per_turn"])
@@ -202,12 +216,17 @@ def main() -> None:
         )
     ratio = api["service_cpu_ms_per_turn"] / thin["service_cpu_ms_per_turn"]
     print(f"our CPU per turn / the thinnest app's: {ratio:.2f}  (target <= 1.5)")
+    print(
+        "asyncmy / aiomysql CPU per turn: "
+        f"{on_asyncmy['service_cpu_ms_per_turn'] / api['service_cpu_ms_per_turn']:.2f}"
+    )
     write_results(
         "turns",
         {
             "clients": args.clients,
             "seconds": args.seconds,
             "session_service": api,
+            "session_service_asyncmy": on_asyncmy,
             "thinnest_app": thin,
             "sql_floor": sql,
             "cpu_per_turn_vs_thinnest": ratio,

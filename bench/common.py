@@ -115,21 +115,19 @@ def mariadb_pid() -> int:
 
 
 @contextmanager
-def thin_app(database_url: str, llm_url: str) -> Iterator[tuple[str, int]]:
-    """bench/thin_app.py under uvicorn, one worker, like the service."""
+def other_app(app: str, database_url: str, llm_url: str) -> Iterator[tuple[str, int]]:
+    """One of the apps we compare with (bench/thin_app.py, bench/alt_apps.py) under uvicorn,
+    one worker, like the service."""
     port = free_port()
-    env = {**os.environ, "THIN_DATABASE_URL": database_url, "THIN_LLM_URL": llm_url}
+    env = {
+        **os.environ,
+        "THIN_DATABASE_URL": database_url,
+        "THIN_LLM_URL": llm_url,
+        "ALT_DATABASE_URL": database_url,
+        "ALT_LLM_URL": llm_url,
+    }
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "bench.thin_app:app",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
+        [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--log-level", "warning"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -28,14 +28,19 @@ from sqlalchemy.engine import make_url
 from bench.common import (
     cpu_seconds,
     mariadb_pid,
+    other_app,
     scratch_database,
     service,
-    thin_app,
     write_results,
 )
 from tests.fakes.openai import FakeLLM
 
-TURNS_PER_SESSION = 10  # every party then sends histories of the same size
+TURNS_PER_SESSION = 10
+OTHER_APPS = {
+    "thinnest app": "bench.thin_app:app",
+    "SQLChatMessageHistory app": "bench.alt_apps:history_app",
+    "LangGraph + MySQL checkpointer": "bench.alt_apps:langgraph_app",
+}  # every party then sends histories of the same size
 
 
 async def drive(
@@ -190,11 +195,16 @@ def main() -> None:
                     {"service": pid, "mariadb": mariadb},
                     lambda: asyncio.run(through_http(base, args.clients, args.seconds)),
                 )
-            with thin_app(database_url, llm.base_url) as (base, pid):
-                thin = measured(
-                    {"service": pid, "mariadb": mariadb},
-                    lambda: asyncio.run(through_http(base, args.clients, args.seconds, prefix="")),
-                )
+            others = {}
+            for name, app in OTHER_APPS.items():
+                with other_app(app, database_url, llm.base_url) as (base, pid):
+                    others[name] = measured(
+                        {"service": pid, "mariadb": mariadb},
+                        lambda: asyncio.run(
+                            through_http(base, args.clients, args.seconds, prefix="")
+                        ),
+                    )
+            thin = others["thinnest app"]
             sql = measured(
                 {"mariadb": mariadb},
                 lambda: asyncio.run(direct_sql(database_url, args.clients, args.seconds)),
@@ -204,18 +214,26 @@ def main() -> None:
     rows = (
         ("session-service", api),
         ("  ... on asyncmy", on_asyncmy),
-        ("thinnest app", thin),
+        *others.items(),
         ("SQL floor (driver)", sql),
     )
-    print(f"{'':22}{'turns/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'svc CPU ms':>11}{'db CPU ms':>10}")
+    print(f"{'':30}{'turns/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'svc CPU ms':>11}{'db CPU ms':>10}")
     for name, figures in rows:
         service_cpu = figures.get("service_cpu_ms_per_turn", figures["bench_cpu_ms_per_turn"])
         print(
-            f"{name:22}{figures['turns_per_second']:>9.1f}{figures['p50_ms']:>9.2f}"
+            f"{name:30}{figures['turns_per_second']:>9.1f}{figures['p50_ms']:>9.2f}"
             f"{figures['p99_ms']:>9.2f}{service_cpu:>11.2f}{figures['mariadb_cpu_ms_per_turn']:>10.2f}"
         )
     ratio = api["service_cpu_ms_per_turn"] / thin["service_cpu_ms_per_turn"]
     print(f"our CPU per turn / the thinnest app's: {ratio:.2f}  (target <= 1.5)")
+    for name in ("SQLChatMessageHistory app", "LangGraph + MySQL checkpointer"):
+        other = others[name]
+        print(
+            f"vs {name}: throughput x{api['turns_per_second'] / other['turns_per_second']:.2f} "
+            f"(target >= 3), CPU per turn "
+            f"x{api['service_cpu_ms_per_turn'] / other['service_cpu_ms_per_turn']:.2f} "
+            "(target <= 0.33)"
+        )
     print(
         "asyncmy / aiomysql CPU per turn: "
         f"{on_asyncmy['service_cpu_ms_per_turn'] / api['service_cpu_ms_per_turn']:.2f}"
@@ -227,7 +245,7 @@ def main() -> None:
             "seconds": args.seconds,
             "session_service": api,
             "session_service_asyncmy": on_asyncmy,
-            "thinnest_app": thin,
+            "others": others,
             "sql_floor": sql,
             "cpu_per_turn_vs_thinnest": ratio,
         },

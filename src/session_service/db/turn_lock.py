@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sqlalchemy import Update, and_, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from session_service.db.models import SESSIONS
 from session_service.db.types import utcnow
@@ -40,10 +40,9 @@ class _LocalLock:
 
 
 class TurnLocks:
-    def __init__(
-        self, session_factory: async_sessionmaker[AsyncSession], lease_seconds: float
-    ) -> None:
-        self._session_factory = session_factory
+    def __init__(self, engine: AsyncEngine, lease_seconds: float) -> None:
+        # Plain connections: the lease is a few Core statements, no ORM session needed.
+        self._engine = engine
         self._lease = timedelta(seconds=lease_seconds)
         self._local: dict[str, _LocalLock] = {}
         # Leases this process could not release (the database was down): its own to take again.
@@ -99,7 +98,7 @@ class TurnLocks:
         free = [SESSIONS.c.turn_lock_owner.is_(None), SESSIONS.c.turn_lock_expires_at < now]
         if stale := self._unreleased.get(session_id):
             free.append(SESSIONS.c.turn_lock_owner == stale)
-        async with self._session_factory() as db, db.begin():
+        async with self._engine.begin() as db:
             claimed = await db.execute(
                 update(SESSIONS)
                 .where(
@@ -109,7 +108,7 @@ class TurnLocks:
                 )
                 .values(turn_lock_owner=token, turn_lock_expires_at=now + self._lease)
             )
-            if claimed.rowcount == 1:  # type: ignore[attr-defined]
+            if claimed.rowcount == 1:
                 self._unreleased.pop(session_id, None)
                 return True
             found_owner = await db.scalar(
@@ -128,13 +127,13 @@ class TurnLocks:
             if done.is_set():
                 return
             try:
-                async with self._session_factory() as db, db.begin():
+                async with self._engine.begin() as db:
                     renewed = await db.execute(
                         self._owned_by(session_id, token).values(
                             turn_lock_expires_at=utcnow() + self._lease
                         )
                     )
-                if renewed.rowcount != 1:  # type: ignore[attr-defined]
+                if renewed.rowcount != 1:
                     log.warning("turn lease lost session_id=%s", session_id)
                     return
             except Exception as exc:  # the database may be back before the lease runs out
@@ -145,7 +144,7 @@ class TurnLocks:
     ) -> None:
         await renewer
         try:
-            async with self._session_factory() as db, db.begin():
+            async with self._engine.begin() as db:
                 await db.execute(
                     self._owned_by(session_id, token).values(
                         turn_lock_owner=None, turn_lock_expires_at=None

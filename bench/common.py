@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -18,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pymysql
 from sqlalchemy.engine import make_url
+
+from tests import helpers
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SERVER = os.environ.get("TEST_DATABASE_URL") or "mysql+aiomysql://root@127.0.0.1:3306/"
@@ -46,25 +46,22 @@ def write_results(name: str, figures: dict[str, Any]) -> Path:
     return out
 
 
-@contextmanager
-def scratch_database() -> Iterator[str]:
-    url = make_url(SERVER)
-    name = f"ss_bench_{uuid.uuid4().hex[:10]}"
-    admin = pymysql.connect(
-        host=url.host,
-        port=url.port or 3306,
-        user=url.username,
-        password=url.password or "",
-        autocommit=True,
-    )
-    with admin.cursor() as cursor:
-        cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
-    try:
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
-        admin.close()
+def scratch_database() -> Any:
+    """A fresh utf8mb4 database on the benchmark server, dropped afterwards."""
+    return helpers.scratch_database(SERVER, "ss_bench")
+
+
+def aiomysql_options(database_url: str) -> dict[str, Any]:
+    """aiomysql's connection arguments for a database URL."""
+    url = make_url(database_url)
+    return {
+        "host": url.host,
+        "port": url.port or 3306,
+        "user": url.username,
+        "password": url.password or "",
+        "db": url.database,
+        "charset": "utf8mb4",
+    }
 
 
 def cpu_seconds(pid: int) -> float:
@@ -93,19 +90,13 @@ def service(
         check=True,
         capture_output=True,
     )
-    process = subprocess.Popen(
+    with _running(
         [sys.executable, "-m", "session_service", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_up(f"{base}/health/ready")
-        yield base, process.pid
-    finally:
-        process.terminate()
-        process.wait(10)
+        env,
+        port,
+        "/health/ready",
+    ) as running:
+        yield running
 
 
 def mariadb_pid() -> int:
@@ -126,15 +117,26 @@ def other_app(app: str, database_url: str, llm_url: str) -> Iterator[tuple[str, 
         "ALT_DATABASE_URL": database_url,
         "ALT_LLM_URL": llm_url,
     }
-    process = subprocess.Popen(
+    with _running(
         [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--log-level", "warning"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        env,
+        port,
+        "/docs",
+    ) as running:
+        yield running
+
+
+@contextmanager
+def _running(
+    command: list[str], env: dict[str, str], port: int, ready_path: str
+) -> Iterator[tuple[str, int]]:
+    """Run an HTTP server process until the block ends: (its base URL, its pid)."""
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_up(f"{base}/docs")
+        _wait_until_up(base + ready_path)
         yield base, process.pid
     finally:
         process.terminate()

@@ -20,9 +20,8 @@ from pathlib import Path
 import aiomysql
 import httpx
 from langchain_core.messages import AIMessage, HumanMessage
-from sqlalchemy.engine import make_url
 
-from bench.common import RESULTS, scratch_database, service, write_results
+from bench.common import RESULTS, aiomysql_options, scratch_database, service, write_results
 from session_service.agents.agent import ChatAgent
 from session_service.agents.pool import AgentPool
 from tests.fakes.openai import FakeLLM
@@ -80,16 +79,7 @@ def sweep_cost(pool_size: int, expired_share: float) -> dict[str, float]:
 
 
 async def fill(database_url: str, session_id: str, messages: int) -> None:
-    url = make_url(database_url)
-    connection = await aiomysql.connect(
-        host=url.host,
-        port=url.port or 3306,
-        user=url.username,
-        password=url.password or "",
-        db=url.database,
-        charset="utf8mb4",
-        autocommit=True,
-    )
+    connection = await aiomysql.connect(**aiomysql_options(database_url), autocommit=True)
     base = datetime.now(UTC).replace(tzinfo=None) - timedelta(days=1)
     async with connection.cursor() as cursor:
         rows = [
@@ -116,15 +106,7 @@ async def fill(database_url: str, session_id: str, messages: int) -> None:
 
 
 async def bare_select(database_url: str, session_id: str) -> float:
-    url = make_url(database_url)
-    connection = await aiomysql.connect(
-        host=url.host,
-        port=url.port or 3306,
-        user=url.username,
-        password=url.password or "",
-        db=url.database,
-        charset="utf8mb4",
-    )
+    connection = await aiomysql.connect(**aiomysql_options(database_url))
     times = []
     async with connection.cursor() as cursor:
         for _ in range(REPEATS):

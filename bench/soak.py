@@ -27,13 +27,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import pymysql
 from sqlalchemy.engine import make_url
 
 from bench.common import scratch_database, service, write_results
 from tests.fakes.openai import FakeLLM
 from tests.fakes.tcp_proxy import TcpProxy
-from tests.helpers import JWT_SECRET, auth
+from tests.helpers import JWT_SECRET, auth, mysql_connect
 
 USER = auth("soak-user")
 ADMIN = auth("soak-admin", admin=True)
@@ -180,15 +179,7 @@ async def faults(proxy: TcpProxy, llm: FakeLLM, stop_at: float, survived: Counte
 
 def check(database_url: str, ledger: Ledger) -> dict[str, int]:
     """Read MySQL and prove the ledger: every acknowledged message stored once, in order."""
-    url = make_url(database_url)
-    connection = pymysql.connect(
-        host=url.host,
-        port=url.port or 3306,
-        user=url.username,
-        password=url.password or "",
-        database=url.database,
-        charset="utf8mb4",
-    )
+    connection = mysql_connect(database_url)
     problems: list[str] = []
     checked = 0
     seq_of: dict[int, int] = {}

@@ -19,7 +19,8 @@ from typing import Any
 import aiomysql
 import httpx
 from fastapi import FastAPI
-from sqlalchemy.engine import make_url
+
+from bench.common import aiomysql_options
 
 histories: dict[str, list[dict[str, str]]] = {}
 state: dict[str, Any] = {}
@@ -27,16 +28,8 @@ state: dict[str, Any] = {}
 
 @asynccontextmanager
 async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-    url = make_url(os.environ["THIN_DATABASE_URL"])
     state["db"] = await aiomysql.create_pool(
-        host=url.host,
-        port=url.port or 3306,
-        user=url.username,
-        password=url.password or "",
-        db=url.database,
-        charset="utf8mb4",
-        autocommit=True,
-        maxsize=20,
+        **aiomysql_options(os.environ["THIN_DATABASE_URL"]), autocommit=True, maxsize=20
     )
     state["llm"] = httpx.AsyncClient(base_url=os.environ["THIN_LLM_URL"], timeout=30)
     yield

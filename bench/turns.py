@@ -26,6 +26,7 @@ import httpx
 from sqlalchemy.engine import make_url
 
 from bench.common import (
+    aiomysql_options,
     cpu_seconds,
     mariadb_pid,
     other_app,
@@ -101,16 +102,8 @@ async def through_http(
 
 
 async def direct_sql(database_url: str, clients: int, seconds: float) -> dict[str, float]:
-    url = make_url(database_url)
     pool = await aiomysql.create_pool(
-        host=url.host,
-        port=url.port or 3306,
-        user=url.username,
-        password=url.password or "",
-        db=url.database,
-        charset="utf8mb4",
-        autocommit=False,
-        maxsize=clients,
+        **aiomysql_options(database_url), autocommit=False, maxsize=clients
     )
 
     async def setup(_index: int) -> list[Any]:

@@ -26,7 +26,7 @@ from tests.fakes.openai import FakeLLM
 from tests.fakes.ragflow import API_KEY as RAGFLOW_KEY
 from tests.fakes.ragflow import CHAT_ID as RAGFLOW_CHAT
 from tests.fakes.ragflow import FakeRagflow
-from tests.helpers import JWT_SECRET, auth
+from tests.helpers import JWT_SECRET, auth, mysql_connect, scratch_database
 
 DEFAULT_SERVER_URL = "mysql+aiomysql://root@127.0.0.1:3306/"
 
@@ -35,25 +35,12 @@ def _server_url() -> str:
     return os.environ.get("TEST_DATABASE_URL") or DEFAULT_SERVER_URL
 
 
-def _admin_connection(url: str) -> pymysql.Connection[Any]:
-    parsed = make_url(url)
-    return pymysql.connect(
-        host=parsed.host or "127.0.0.1",
-        port=parsed.port or 3306,
-        user=parsed.username or "root",
-        password=parsed.password or "",
-        charset="utf8mb4",
-        connect_timeout=5,
-        autocommit=True,
-    )
-
-
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     """A fresh utf8mb4 database on the test server, dropped when the session ends."""
     server = _server_url()
     try:
-        admin = _admin_connection(server)
+        mysql_connect(server, connect_timeout=5).close()
     except pymysql.err.OperationalError as exc:
         pytest.exit(
             f"The test suite needs MariaDB/MySQL and none answered at "
@@ -62,15 +49,8 @@ def database_url() -> Iterator[str]:
             "or point TEST_DATABASE_URL at a server (mysql+aiomysql://user:pass@host:port/).",
             returncode=3,
         )
-    name = f"ss_test_{uuid.uuid4().hex[:12]}"
-    with admin.cursor() as cursor:
-        cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
-    try:
-        yield make_url(server).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
-        admin.close()
+    with scratch_database(server, "ss_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

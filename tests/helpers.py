@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pymysql
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from session_service.auth import mint_token
@@ -10,6 +17,38 @@ from session_service.db.repositories import MessageRepository, SessionRepository
 from session_service.db.types import utcnow
 
 JWT_SECRET = "test-secret-" + "x" * 32
+
+
+def mysql_connect(url: str, **options: Any) -> pymysql.Connection[Any]:
+    """A plain PyMySQL connection to the server (and database, if any) a URL names."""
+    parsed = make_url(url)
+    return pymysql.connect(
+        host=parsed.host or "127.0.0.1",
+        port=parsed.port or 3306,
+        user=parsed.username or "root",
+        password=parsed.password or "",
+        database=parsed.database or None,
+        charset="utf8mb4",
+        **options,
+    )
+
+
+@contextmanager
+def scratch_database(server_url: str, prefix: str, charset: str = "utf8mb4") -> Iterator[str]:
+    """A new, uniquely named database on the server of `server_url`, dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = mysql_connect(
+        make_url(server_url).set(database=None).render_as_string(False), autocommit=True
+    )
+    collation = " COLLATE utf8mb4_bin" if charset == "utf8mb4" else ""
+    with admin.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET {charset}{collation}")
+    try:
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        admin.close()
 
 
 def auth(user_id: str, *, admin: bool = False, ttl: int = 3600) -> dict[str, str]:

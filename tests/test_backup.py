@@ -9,12 +9,10 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import pymysql
 import pytest
 from httpx import AsyncClient
-from sqlalchemy.engine import make_url
 
-from tests.helpers import auth
+from tests.helpers import auth, scratch_database
 from tests.processes import CLI, clean_env
 
 
@@ -31,23 +29,8 @@ def cli(args: list[str], database_url: str, cwd: Path) -> subprocess.CompletedPr
 
 @pytest.fixture
 def second_mariadb(database_url: str) -> Iterator[str]:
-    server = make_url(database_url)
-    name = f"ss_restore_{uuid.uuid4().hex[:10]}"
-    admin = pymysql.connect(
-        host=server.host,
-        port=server.port or 3306,
-        user=server.username,
-        password=server.password or "",
-        autocommit=True,
-    )
-    with admin.cursor() as cursor:
-        cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
-        admin.close()
+    with scratch_database(database_url, "ss_restore") as url:
+        yield url
 
 
 async def test_round_trip_through_mariadb_and_sqlite(

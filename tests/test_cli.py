@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
 import zipfile
 from pathlib import Path
 
 import httpx
-import pymysql
 from sqlalchemy.engine import make_url
 
-from tests.helpers import JWT_SECRET
+from tests.helpers import JWT_SECRET, mysql_connect, scratch_database
 from tests.processes import CLI, clean_env, serving
 
 
@@ -76,23 +74,13 @@ def test_token_is_accepted_by_the_service(tmp_path: Path) -> None:
 
 
 def test_migrate_from_another_directory(tmp_path: Path, database_url: str) -> None:
-    server = make_url(database_url)
-    name = f"ss_migrate_{uuid.uuid4().hex[:10]}"
-    admin = pymysql.connect(
-        host=server.host,
-        port=server.port or 3306,
-        user=server.username,
-        password=server.password or "",
-        autocommit=True,
-    )
-    try:
-        with admin.cursor() as cursor:
-            cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET latin1")
-        url = server.set(database=name).render_as_string(hide_password=False)
+    # a latin1 database: the tables must come out utf8mb4 all the same
+    with scratch_database(database_url, "ss_migrate", charset="latin1") as url:
         for _ in range(2):  # the second run finds nothing to do
             result = run(["migrate"], tmp_path, DATABASE_URL=url)
             assert result.returncode == 0, result.stderr
-        with admin.cursor() as cursor:
+        with mysql_connect(url) as connection, connection.cursor() as cursor:
+            name = make_url(url).database
             cursor.execute(
                 "SELECT table_name, table_collation FROM information_schema.tables "
                 "WHERE table_schema = %s ORDER BY table_name",
@@ -105,10 +93,6 @@ def test_migrate_from_another_directory(tmp_path: Path, database_url: str) -> No
                 (name,),
             )
             columns = {row[0]: row[1:] for row in cursor.fetchall()}
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
-        admin.close()
     assert set(tables) == {
         "alembic_version",
         "chat_sessions",

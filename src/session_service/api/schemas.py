@@ -87,19 +87,12 @@ class MessagePublic(BaseModel):
     role: Literal["user", "assistant", "system"]
     content: str
     timestamp: datetime
-    metadata: dict[str, Any]
+    # read from the row's `meta` (SQLAlchemy keeps `metadata` for itself)
+    metadata: dict[str, Any] = Field(validation_alias="meta")
 
     @classmethod
     def of(cls, row: ChatMessage) -> MessagePublic:
-        assert row.id is not None
-        return cls(
-            id=row.id,
-            session_id=row.session_id,
-            role=row.role,
-            content=row.content,
-            timestamp=row.timestamp,
-            metadata=row.meta,
-        )
+        return cls.model_validate(row, from_attributes=True)
 
 
 class SessionPublic(BaseModel):
@@ -242,16 +235,7 @@ class AuditItem(BaseModel):
 
     @classmethod
     def of(cls, row: AuditEvent) -> AuditItem:
-        assert row.id is not None
-        return cls(
-            id=row.id,
-            at=row.at,
-            actor=row.actor,
-            action=row.action,
-            session_id=row.session_id,
-            user_id=row.user_id,
-            detail=row.detail,
-        )
+        return cls.model_validate(row, from_attributes=True)
 
 
 class AuditPage(BaseModel):

@@ -48,6 +48,7 @@ COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
 @router.post(
     "/{session_id}/messages",
     summary="Send a message: a chat turn, answered whole or streamed",
+    response_model=TurnResponse,
     status_code=status.HTTP_201_CREATED,
     responses={
         200: {

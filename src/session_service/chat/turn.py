@@ -72,11 +72,6 @@ class ChatTurns:
         self.generations: dict[int, Generation] = {}  # by assistant message id, while running
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def run(self, user: User, session_id: str, content: str, **options: Any) -> TurnResult:
-        """A whole turn: the stored question and the stored answer."""
-        started = await self.begin(user, session_id, content, stream=False, **options)
-        return started if isinstance(started, TurnResult) else await started.wait()
-
     async def begin(
         self,
         user: User,

@@ -8,24 +8,23 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from session_service.agents.sweeper import sweep_once
+from session_service.api.responses import ADMIN_ROUTE
 from session_service.api.schemas import (
     AgentStatus,
     CleanupRequest,
     CleanupResponse,
-    ErrorBody,
     PoolStatus,
 )
 from session_service.db.repositories import AuditRepository
 from session_service.deps import AdminUser, DbSession, PoolDep, SettingsDep
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/api/sessions", tags=["admin"])
+router = APIRouter(prefix="/api/sessions", tags=["admin"], responses=ADMIN_ROUTE)
 
 
 @router.get(
     "/status",
     summary="Agent pool status (admin)",
-    responses={403: {"model": ErrorBody, "description": "Admins only"}},
 )
 async def pool_status(
     _admin: AdminUser,
@@ -56,7 +55,6 @@ async def pool_status(
 @router.post(
     "/cleanup",
     summary="Release idle agents from memory (admin)",
-    responses={403: {"model": ErrorBody, "description": "Admins only"}},
 )
 async def cleanup(
     admin: AdminUser,

@@ -7,17 +7,15 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from session_service.api.cursors import decode_position_cursor, encode_position_cursor
-from session_service.api.schemas import AuditItem, AuditPage, ErrorBody
+from session_service.api.responses import ADMIN_ROUTE
+from session_service.api.schemas import AuditItem, AuditPage
 from session_service.db.repositories import AuditRepository
 from session_service.deps import SESSION_ID_PATTERN, AdminUser, DbSession
 
 router = APIRouter(
     prefix="/api/audit",
     tags=["admin"],
-    responses={
-        401: {"model": ErrorBody, "description": "Missing, invalid or expired token"},
-        403: {"model": ErrorBody, "description": "Admins only"},
-    },
+    responses=ADMIN_ROUTE,
 )
 
 

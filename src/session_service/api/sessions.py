@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Query, Response, status
 
@@ -12,8 +12,8 @@ from session_service.api.cursors import (
     encode_position_cursor,
     encode_session_cursor,
 )
+from session_service.api.responses import SESSION_NOT_FOUND, USER_ROUTE, error
 from session_service.api.schemas import (
-    ErrorBody,
     MessagePage,
     MessagePublic,
     SessionCreate,
@@ -36,14 +36,8 @@ from session_service.deps import (
 router = APIRouter(
     prefix="/api/sessions",
     tags=["sessions"],
-    responses={
-        401: {"model": ErrorBody, "description": "Missing, invalid or expired token"},
-        503: {"model": ErrorBody, "description": "The database is unreachable"},
-    },
+    responses=USER_ROUTE,
 )
-NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorBody, "description": "Unknown session, or not yours"}
-}
 
 
 @router.post(
@@ -52,7 +46,7 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
     status_code=status.HTTP_201_CREATED,
     responses={
         200: {"model": SessionPublic, "description": "You already own a session with that id"},
-        409: {"model": ErrorBody, "description": "That session_id belongs to someone else"},
+        **error(409, "That session_id belongs to someone else"),
     },
 )
 async def create(
@@ -98,7 +92,9 @@ async def list_sessions(
     )
 
 
-@router.get("/{session_id}", summary="Read a session and its latest messages", responses=NOT_FOUND)
+@router.get(
+    "/{session_id}", summary="Read a session and its latest messages", responses=SESSION_NOT_FOUND
+)
 async def read(
     session: OwnedSession,
     db: DbSession,
@@ -118,7 +114,7 @@ async def read(
 
 
 @router.patch(
-    "/{session_id}", summary="Rename a session or replace its context", responses=NOT_FOUND
+    "/{session_id}", summary="Rename a session or replace its context", responses=SESSION_NOT_FOUND
 )
 async def update(
     session: OwnedSession,
@@ -140,7 +136,7 @@ async def update(
     "/{session_id}",
     summary="Delete a session",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=NOT_FOUND,
+    responses=SESSION_NOT_FOUND,
 )
 async def delete(
     session: OwnedSession,
@@ -158,7 +154,9 @@ async def delete(
 
 
 @router.get(
-    "/{session_id}/messages", summary="Page through a session's messages", responses=NOT_FOUND
+    "/{session_id}/messages",
+    summary="Page through a session's messages",
+    responses=SESSION_NOT_FOUND,
 )
 async def list_messages(
     session: OwnedSession,

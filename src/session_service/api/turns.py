@@ -12,7 +12,8 @@ from fastapi import APIRouter, Header, Path, Request, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from session_service.api.schemas import ErrorBody, MessagePublic, TurnRequest, TurnResponse
+from session_service.api.responses import SESSION_NOT_FOUND, USER_ROUTE, error
+from session_service.api.schemas import MessagePublic, TurnRequest, TurnResponse
 from session_service.chat.generation import (
     DELTA,
     MESSAGE_END,
@@ -38,11 +39,7 @@ SSE_DESCRIPTION = (
     "texts concatenate to the reply, then `message_end` `{assistant_message}`; or `error` "
     "`{detail, status}` and the end. Each event has an `id` (for `Last-Event-ID`)."
 )
-COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorBody, "description": "Missing, invalid or expired token"},
-    404: {"model": ErrorBody, "description": "Unknown session, or not yours"},
-    503: {"model": ErrorBody, "description": "The database is unreachable"},
-}
+COMMON_ERRORS = USER_ROUTE | SESSION_NOT_FOUND
 
 
 @router.post(
@@ -58,13 +55,10 @@ COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
         },
         201: {"content": {"text/event-stream": {"schema": {"type": "string"}}}},
         **COMMON_ERRORS,
-        409: {
-            "model": ErrorBody,
-            "description": "Another turn holds the session (if_busy, timeout)",
-        },
-        413: {"model": ErrorBody, "description": "content is over 32,000 characters"},
-        502: {"model": ErrorBody, "description": "The LLM failed; your message is stored"},
-        504: {"model": ErrorBody, "description": "The LLM timed out; your message is stored"},
+        **error(409, "Another turn holds the session (if_busy, timeout)"),
+        **error(413, "content is over 32,000 characters"),
+        **error(502, "The LLM failed; your message is stored"),
+        **error(504, "The LLM timed out; your message is stored"),
     },
     description=SSE_DESCRIPTION,
 )

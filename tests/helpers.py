@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -49,6 +51,14 @@ def scratch_database(server_url: str, prefix: str, charset: str = "utf8mb4") -> 
         with admin.cursor() as cursor:
             cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
         admin.close()
+
+
+async def eventually(condition: Callable[[], Awaitable[bool]], seconds: float = 10) -> None:
+    """Wait until `condition()` holds, checking every 50 ms; fail the test after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not await condition():
+        assert time.monotonic() < deadline, f"still not true after {seconds} s"
+        await asyncio.sleep(0.05)
 
 
 def auth(user_id: str, *, admin: bool = False, ttl: int = 3600) -> dict[str, str]:

@@ -5,7 +5,7 @@ The fake RAGFlow records every request, so these tests assert the exact calls ma
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -26,7 +26,7 @@ from session_service.ragflow.client import (
 from tests.conftest import serve_app
 from tests.fakes.openai import FakeLLM
 from tests.fakes.ragflow import API_KEY, CHAT_ID, FakeRagflow
-from tests.helpers import stored
+from tests.helpers import eventually, stored
 
 Headers = dict[str, str]
 
@@ -55,6 +55,17 @@ def assert_every_call_authorised_and_safe(fake: FakeRagflow) -> None:
             assert request.json["session_id"]
             assert request.json["stream"] is False
     assert not fake.wiped
+
+
+def _is_gone(
+    fake: FakeRagflow, mirror_id: str, db: async_sessionmaker[AsyncSession]
+) -> Callable[[], Awaitable[bool]]:
+    """Deleted in RAGFlow, and no longer pending here."""
+
+    async def gone() -> bool:
+        return mirror_id not in fake.sessions and await pending_deletions(db) == 0
+
+    return gone
 
 
 async def pending_deletions(db: async_sessionmaker[AsyncSession]) -> int:
@@ -163,10 +174,7 @@ async def test_delete_deletes_the_mirror_by_id(
         assert (
             await client.delete(f"/api/sessions/{gone['session_id']}", headers=alice)
         ).status_code == 204
-        for _ in range(50):
-            if gone["ragflow_session_id"] not in fake_ragflow.sessions:
-                break
-            await asyncio.sleep(0.05)
+        await eventually(_is_gone(fake_ragflow, gone["ragflow_session_id"], db))
     [deletion] = fake_ragflow.calls("DELETE")
     assert deletion.json == {"ids": [gone["ragflow_session_id"]]}
     assert gone["ragflow_session_id"] not in fake_ragflow.sessions
@@ -193,10 +201,7 @@ async def test_delete_during_an_outage_is_finished_when_ragflow_returns(
         assert await pending_deletions(db) == 1
         assert created["ragflow_session_id"] in fake_ragflow.sessions
         fake_ragflow.fail = None
-        for _ in range(100):
-            if await pending_deletions(db) == 0:
-                break
-            await asyncio.sleep(0.1)
+        await eventually(_is_gone(fake_ragflow, created["ragflow_session_id"], db))
     assert created["ragflow_session_id"] not in fake_ragflow.sessions
     assert await pending_deletions(db) == 0
     assert_every_call_authorised_and_safe(fake_ragflow)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -16,7 +15,7 @@ from session_service.config import Settings
 from session_service.db.models import ChatMessage, ChatSession
 from session_service.db.types import utcnow
 from tests.fakes.openai import FakeLLM
-from tests.helpers import stored
+from tests.helpers import eventually, stored
 from tests.sse import SseEvent, read_events, uvicorn_server
 
 Headers = dict[str, str]
@@ -145,12 +144,16 @@ async def test_client_hanging_up_loses_nothing(
         async for event in read_events(response):
             if event.name == "delta":
                 break  # hang up after the first delta
-    for _ in range(100):
+
+    async def stored_whole() -> bool:
         rows = await stored(db, session_id)
-        if len(rows) == 2 and rows[1][2] == fake_llm.reply([]):
-            break
-        await asyncio.sleep(0.05)
-    assert rows == [(1, "user", "long answer please"), (2, "assistant", fake_llm.reply([]))]
+        return len(rows) == 2 and rows[1][2] == fake_llm.reply([])
+
+    await eventually(stored_whole)
+    assert await stored(db, session_id) == [
+        (1, "user", "long answer please"),
+        (2, "assistant", fake_llm.reply([])),
+    ]
     async with db() as session:
         reply = await session.get(ChatMessage, await _message_id(db, session_id, 2))
         row = await session.get(ChatSession, session_id)
@@ -319,15 +322,18 @@ async def test_a_reply_left_in_progress_by_a_dead_replica_is_marked_interrupted(
         )
         await session.commit()
     async with uvicorn_server(llm_settings()) as url:
-        for _ in range(50):
+
+        async def interrupted() -> bool:
             async with db() as session:
                 message = await session.get(ChatMessage, placeholder.id)
-            assert message is not None
-            if message.meta.get("status") == "interrupted":
-                break
-            await asyncio.sleep(0.05)
+            return message is not None and message.meta.get("status") == "interrupted"
+
+        await eventually(interrupted)
         async with httpx.AsyncClient(base_url=url) as http:
             events = await stream_turn(http, alice, session_id, "third")
+    async with db() as session:
+        message = await session.get(ChatMessage, placeholder.id)
+    assert message is not None
     assert message.meta == {"status": "interrupted"}
     assert events[-1].name == "message_end"
     assert [r[1:] for r in await stored(db, session_id)][-3:] == [

@@ -53,11 +53,11 @@ class Server:
 
 
 @contextmanager
-def serving(cwd: Path, **env: str) -> Iterator[Server]:
-    """Run `session-service serve` in `cwd` until the block ends."""
+def serving(cwd: Path, *options: str, **env: str) -> Iterator[Server]:
+    """Run `session-service serve [options]` in `cwd` until the block ends."""
     port = free_port()
     process = subprocess.Popen(
-        [*CLI, "serve", "--port", str(port)],
+        [*CLI, "serve", "--port", str(port), *options],
         cwd=cwd,
         env=clean_env(**env),
         stdout=subprocess.PIPE,

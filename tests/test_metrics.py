@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 
+import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from session_service.config import Settings
@@ -12,6 +14,7 @@ from tests.conftest import serve_app
 from tests.fakes.openai import FakeLLM
 from tests.fakes.ragflow import FakeRagflow
 from tests.helpers import auth
+from tests.processes import serving
 
 
 def sample(text: str, name: str, **labels: str) -> float:
@@ -66,3 +69,14 @@ async def test_metrics_cover_requests_turns_upstreams_and_pools(
     assert sample(text, "session_agent_sweep_seconds_count") >= 1
     assert re.search(r"^session_db_pool_connections_open \d", text, re.MULTILINE)
     assert re.search(r"^session_agents_active \d", text, re.MULTILINE)
+
+
+def test_metrics_add_up_across_workers(tmp_path: Path) -> None:
+    """`serve --workers 2` shares metrics between its processes: any worker's /metrics counts
+    the requests every worker answered."""
+    with serving(tmp_path, "--workers", "2") as server, httpx.Client(base_url=server.base) as http:
+        before = sample(http.get("/metrics").text, "http_requests_total", handler="/health/live")
+        for _ in range(40):  # new connections each time, so both workers answer some
+            assert httpx.get(f"{server.base}/health/live").status_code == 200
+        after = sample(http.get("/metrics").text, "http_requests_total", handler="/health/live")
+    assert after - before == 40

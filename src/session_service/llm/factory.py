@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from langchain_core.language_models import BaseChatModel
-from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
 
 from session_service.config import Settings
 from session_service.llm.offline import OfflineChatModel
+from session_service.llm.openai import ChatOpenAIPassThrough
 
 
 def build_chat_model(settings: Settings) -> BaseChatModel:
     if settings.llm_provider == "offline":
         return OfflineChatModel()
-    return ChatOpenAI(
+    return ChatOpenAIPassThrough(
         model=settings.llm_model,
         base_url=settings.llm_base_url,
         # Local OpenAI-compatible servers often need no key, but the client insists on one.

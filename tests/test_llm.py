@@ -1,0 +1,65 @@
+"""The chat model the service builds sends the same bytes as langchain-openai's ChatOpenAI.
+
+It hands the messages to the OpenAI client already in wire form (skipping the client's second
+walk over the body); this proves nothing on the wire changes, streamed or not.
+"""
+
+from __future__ import annotations
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_openai import ChatOpenAI
+from pydantic import SecretStr
+
+from session_service.config import Settings
+from session_service.llm.factory import build_chat_model
+from session_service.llm.openai import ChatOpenAIPassThrough
+from tests.fakes.openai import FakeLLM
+
+PROMPT: list[BaseMessage] = [
+    SystemMessage(content="You are helpful.\n\nKnowledge:\n[1] a fact"),
+    HumanMessage(content='first question 🙂 with "quotes" and\nlines'),
+    AIMessage(content="first answer"),
+    HumanMessage(content="second question, 日本語"),
+]
+
+
+async def test_the_request_body_is_byte_for_byte_chatopenai_s(fake_llm: FakeLLM) -> None:
+    ours = build_chat_model(
+        Settings(llm_provider="openai", llm_base_url=fake_llm.base_url, llm_model="m")
+    )
+    assert isinstance(ours, ChatOpenAIPassThrough)
+    plain = ChatOpenAI(
+        model="m",
+        base_url=fake_llm.base_url,
+        api_key=SecretStr("unused"),
+        max_retries=0,
+        stream_usage=True,
+        timeout=ours.request_timeout,
+    )
+
+    for model in (plain, ours):
+        answer = await model.ainvoke(PROMPT)
+        assert answer.content == "echo: second question, 日本語"
+        streamed = "".join([chunk.text async for chunk in model.astream(PROMPT)])
+        assert streamed == "echo: second question, 日本語"
+
+    bodies = [r.body for r in fake_llm.server.requests]
+    assert len(bodies) == 4
+    plain_call, plain_stream, our_call, our_stream = bodies
+    assert our_call == plain_call
+    assert our_stream == plain_stream
+    assert [m["content"] for m in fake_llm.calls[2]["messages"]] == [m.text for m in PROMPT]
+
+
+async def test_extra_body_set_by_the_caller_is_kept(fake_llm: FakeLLM) -> None:
+    model = ChatOpenAIPassThrough(
+        model="m",
+        base_url=fake_llm.base_url,
+        api_key=SecretStr("unused"),
+        max_retries=0,
+        extra_body={"top_k": 5},
+    )
+    await model.ainvoke(PROMPT)
+    (call,) = fake_llm.calls
+    assert call["top_k"] == 5
+    assert len(call["messages"]) == len(PROMPT)

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections import OrderedDict
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-from langchain_core.messages import AIMessageChunk, HumanMessage
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+)
+from langchain_core.messages.utils import count_tokens_approximately, trim_messages
 
 from session_service.agents.agent import ChatAgent
 from session_service.agents.pool import AgentPool
@@ -170,9 +178,33 @@ def test_agent_history_stays_within_its_token_budget() -> None:
     for seq in range(1, 101):
         small.append(seq, HumanMessage(content="word " * 10))
     assert small.last_seq == 100
-    assert 2 <= len(small.history) <= 5
+    assert 2 <= small.message_count <= 5
     with pytest.raises(ValueError, match="not after"):
         small.append(100, HumanMessage(content="again"))
+
+
+@pytest.mark.parametrize("budget", [1, 20, 57, 100, 333, 10_000])
+def test_the_llm_is_shown_what_trim_messages_would_keep(budget: int) -> None:
+    """The window comes from the counts kept per message; it must equal LangChain's own
+    `trim_messages` over the same history, whatever the budget cuts."""
+    rng = random.Random(budget)
+    history: list[BaseMessage] = []
+    for _ in range(60):
+        kind = rng.choice([HumanMessage, AIMessage, AIMessage, HumanMessage, HumanMessage])
+        history.append(kind(content="word " * rng.randint(1, 80)))
+    windowed = agent("s")
+    windowed.token_budget = budget
+    windowed.extend(enumerate(history, start=1))
+    expected = trim_messages(
+        history,
+        max_tokens=budget,
+        token_counter=count_tokens_approximately,
+        strategy="last",
+        start_on="human",
+    )
+    system, *window = windowed.prompt()
+    assert isinstance(system, SystemMessage)
+    assert [(m.type, m.text) for m in window] == [(m.type, m.text) for m in expected]
 
 
 async def test_offline_model_streams_word_by_word() -> None:

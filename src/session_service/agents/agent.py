@@ -17,7 +17,7 @@ from langchain_core.messages import (
     HumanMessage,
     SystemMessage,
 )
-from langchain_core.messages.utils import count_tokens_approximately, trim_messages
+from langchain_core.messages.utils import count_tokens_approximately
 
 ROLE_TO_MESSAGE: dict[str, type[BaseMessage]] = {
     "user": HumanMessage,
@@ -57,8 +57,9 @@ class ChatAgent:
     _tokens: int = 0
 
     @property
-    def history(self) -> list[BaseMessage]:
-        return [kind(content=text) for kind, text, _ in self._history]
+    def message_count(self) -> int:
+        """How many of the session's newest messages it holds."""
+        return len(self._history)
 
     def append(self, seq: int, message: BaseMessage) -> None:
         if seq <= self.last_seq:
@@ -83,14 +84,22 @@ class ChatAgent:
         system = self.system_prompt
         if grounding:
             system += "\n\nKnowledge:\n" + grounding
-        window = trim_messages(
-            self.history,
-            max_tokens=self.token_budget,
-            token_counter=count_tokens_approximately,
-            strategy="last",
-            start_on="human",
-        )
-        return [SystemMessage(content=system), *window]
+        return [SystemMessage(content=system), *self._window()]
+
+    def _window(self) -> list[BaseMessage]:
+        """What `trim_messages(strategy="last", start_on="human")` keeps with this budget,
+        from the counts kept with each message (its token counts add up per message) rather
+        than counting the whole window again on every turn."""
+        kept: list[tuple[type[BaseMessage], str, int]] = []
+        total = 0
+        for entry in reversed(self._history):
+            total += entry[2]
+            if total > self.token_budget:
+                break
+            kept.append(entry)
+        while kept and kept[-1][0] is not HumanMessage:
+            kept.pop()  # the oldest kept: the window starts on a question
+        return [kind(content=text) for kind, text, _ in reversed(kept)]
 
     async def reply(
         self, llm: BaseChatModel, grounding: str | None = None, *, stream: bool = False

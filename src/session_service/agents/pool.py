@@ -91,7 +91,7 @@ class AgentPool:
         log.info(
             "agent restored session_id=%s messages=%d pool=%d",
             session_id,
-            len(agent.history),
+            agent.message_count,
             len(self._agents),
         )
         future.set_result(agent)

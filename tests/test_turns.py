@@ -17,7 +17,7 @@ from session_service.db.models import ChatSession
 from session_service.db.types import utcnow
 from tests.conftest import serve_app
 from tests.fakes.openai import FakeLLM
-from tests.helpers import auth, stored
+from tests.helpers import auth, eventually, stored
 
 Headers = dict[str, str]
 ADMIN = auth("root-admin", admin=True)
@@ -278,6 +278,52 @@ async def test_retrying_a_failed_turn_with_its_client_message_id_answers_it(
     retried = await turn(llm_client, alice, session_id, "q", client_message_id="c1")
     assert retried.status_code == 201
     assert await stored(db, session_id) == [(1, "user", "q"), (2, "assistant", "echo: q")]
+
+
+async def _lease_and_reply(
+    db: async_sessionmaker[AsyncSession], session_id: str
+) -> tuple[str | None, int | None]:
+    async with db() as session:
+        row = await session.get(ChatSession, session_id, populate_existing=True)
+        assert row is not None
+        return row.turn_lock_owner, row.generating_message_id
+
+
+async def test_the_lease_is_taken_with_the_question_and_let_go_with_the_answer(
+    llm_client: AsyncClient, fake_llm: FakeLLM, alice: Headers, db: async_sessionmaker[AsyncSession]
+) -> None:
+    session_id = await new_session(llm_client, alice)
+    fake_llm.delay = 0.5
+    running = asyncio.create_task(turn(llm_client, alice, session_id, "q"))
+
+    async def question_stored() -> bool:
+        return await stored(db, session_id) == [(1, "user", "q"), (2, "assistant", "")]
+
+    await eventually(question_stored)
+    owner, generating = await _lease_and_reply(db, session_id)
+    assert owner is not None
+    assert generating is not None
+    assert (await running).status_code == 201
+    assert await _lease_and_reply(db, session_id) == (None, None)
+
+
+async def test_a_question_that_cannot_be_stored_takes_no_lease(
+    llm_client: AsyncClient, fake_llm: FakeLLM, alice: Headers, db: async_sessionmaker[AsyncSession]
+) -> None:
+    session_id = await new_session(llm_client, alice)
+    fake_llm.fail_status = 503
+    assert (
+        await turn(llm_client, alice, session_id, "a", client_message_id="a")
+    ).status_code == 502
+    fake_llm.fail_status = None
+    assert (
+        await turn(llm_client, alice, session_id, "b", client_message_id="b")
+    ).status_code == 201
+    # "a" is stored unanswered and is no longer the latest: refused inside the claim's transaction
+    refused = await turn(llm_client, alice, session_id, "a", client_message_id="a")
+    assert refused.status_code == 409
+    assert await _lease_and_reply(db, session_id) == (None, None)
+    assert [seq for seq, *_ in await stored(db, session_id)] == [1, 2, 3]
 
 
 async def test_busy_session_rejects_or_times_out(

@@ -80,7 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 resolved,
                 session_factory,
                 pool,
-                TurnLocks(engine, lease_seconds=resolved.turn_lock_lease_seconds),
+                TurnLocks(engine, session_factory, lease_seconds=resolved.turn_lock_lease_seconds),
                 build_chat_model(resolved),
                 mirror,
             )

@@ -18,11 +18,9 @@ from session_service.errors import Conflict, SessionNotFound
 log = logging.getLogger(__name__)
 
 
-async def owned_session(
-    db: AsyncSession, session_id: str, user: User, *, for_update: bool = False
-) -> ChatSession:
+async def owned_session(db: AsyncSession, session_id: str, user: User) -> ChatSession:
     """The caller's session; SessionNotFound whether it is unknown or someone else's."""
-    row = await SessionRepository.from_session(db).get(session_id, for_update=for_update)
+    row = await SessionRepository.from_session(db).get(session_id)
     if row is None or row.user_id != user.id:
         raise SessionNotFound()
     return row

@@ -33,7 +33,7 @@ from session_service.chat.sessions import owned_session
 from session_service.config import Settings
 from session_service.db.models import ChatMessage, ChatSession
 from session_service.db.repositories import MessageRepository, SessionRepository
-from session_service.db.turn_lock import TurnLocks
+from session_service.db.turn_lock import Lease, TurnLocks
 from session_service.db.types import utcnow
 from session_service.errors import (
     Conflict,
@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 RESTORE_PAGE = 200
 STREAMING = "streaming"
 INTERRUPTED = "interrupted"
+
+
+_Stored = tuple[ChatMessage, ChatMessage]  # a turn's question and its answer's placeholder
 
 
 class ChatTurns:
@@ -93,7 +96,7 @@ class ChatTurns:
                 if answered is not None:
                     return answered
         lock = contextlib.AsyncExitStack()
-        await lock.enter_async_context(
+        lease = await lock.enter_async_context(
             self.locks.hold(
                 session_id,
                 user.id,
@@ -101,27 +104,30 @@ class ChatTurns:
                 wait=if_busy == "wait",
             )
         )
+
+        async def store(db: AsyncSession) -> tuple[ChatSession, TurnResult | _Stored]:
+            # The lease's claim has locked the session's row (and checked its owner).
+            row = await owned_session(db, session_id, user)
+            if client_message_id is not None:
+                answered = await self._answered(db, session_id, client_message_id)
+                if answered is not None:
+                    return row, answered
+            await self._interrupt_orphan(db, row)
+            return row, await self._store_question(db, row, content, client_message_id)
+
         stored_at = time.perf_counter()
         try:
-            async with self.session_factory() as db, db.begin():
-                row = await owned_session(db, session_id, user, for_update=True)
-                answered = None
-                if client_message_id is not None:
-                    answered = await self._answered(db, session_id, client_message_id)
-                if answered is None:
-                    await self._interrupt_orphan(db, row)
-                    question, placeholder = await self._store_question(
-                        db, row, content, client_message_id
-                    )
-            if answered is not None:  # found once the session's row is no longer locked
-                await lock.aclose()
-                return answered
+            row, stored = await lease.claim_with(store)
         except IntegrityError as exc:
             await lock.aclose()
             raise await self._changed_under_us(session_id) from exc
         except BaseException:
             await lock.aclose()
             raise
+        if isinstance(stored, TurnResult):  # answered while this request waited for the lock
+            await lock.aclose()
+            return stored
+        question, placeholder = stored
         metrics.TURN_PHASE_SECONDS.labels("database").observe(time.perf_counter() - stored_at)
         assert placeholder.id is not None
         generation = Generation(session_id, question, placeholder.id)
@@ -130,7 +136,7 @@ class ChatTurns:
         )
         self.generations[placeholder.id] = generation
         task = asyncio.create_task(
-            self._generate(generation, row, question, placeholder, lock, stream),
+            self._generate(generation, row, question, placeholder, lock, lease, stream),
             name=f"generation-{placeholder.id}",
         )
         self._tasks.add(task)
@@ -209,6 +215,7 @@ class ChatTurns:
         question: ChatMessage,
         placeholder: ChatMessage,
         lock: contextlib.AsyncExitStack,
+        lease: Lease,
         stream: bool,
     ) -> None:
         parts: list[str] = []
@@ -229,7 +236,7 @@ class ChatTurns:
                     meta = _answer_metadata(final) | grounded.metadata
                     with _phase("database"):
                         reply = await self._finish(
-                            row.session_id, placeholder, "".join(parts), meta
+                            lease, row.session_id, placeholder, "".join(parts), meta
                         )
                     agent.append(reply.seq, AIMessage(content=reply.content))
                 generation.succeed(
@@ -263,18 +270,25 @@ class ChatTurns:
             await pieces.aclose()
 
     async def _finish(
-        self, session_id: str, placeholder: ChatMessage, content: str, meta: dict[str, Any]
+        self,
+        lease: Lease,
+        session_id: str,
+        placeholder: ChatMessage,
+        content: str,
+        meta: dict[str, Any],
     ) -> ChatMessage:
+        """Store the answer in its placeholder, letting the turn's lease go with it."""
         assert placeholder.id is not None
-        now = utcnow()
-        async with self.session_factory() as db, db.begin():
-            if not await MessageRepository.from_session(db).finish(
-                placeholder.id, content, meta, now
-            ):
+        message_id, now = placeholder.id, utcnow()
+
+        async def store(db: AsyncSession) -> None:
+            if not await MessageRepository.from_session(db).finish(message_id, content, meta, now):
                 raise SessionNotFound()  # deleted while the reply was generated
             await SessionRepository.from_session(db).clear_generating(
-                session_id, placeholder.id, updated_at=now
+                session_id, message_id, updated_at=now
             )
+
+        await lease.release_with(store)
         placeholder.content, placeholder.meta, placeholder.timestamp = content, meta, now
         return placeholder
 

@@ -38,11 +38,8 @@ class SessionRepository:
     def from_session(cls, session: AsyncSession) -> Self:
         return cls(session)
 
-    async def get(self, session_id: str, *, for_update: bool = False) -> ChatSession | None:
-        """The session; `for_update` locks its row until the transaction ends (MySQL), so a
-        transaction that adds messages (whose foreign key share-locks it) and then updates it
-        cannot deadlock with another replica claiming the turn lease."""
-        return await self.session.get(ChatSession, session_id, with_for_update=for_update)
+    async def get(self, session_id: str) -> ChatSession | None:
+        return await self.session.get(ChatSession, session_id)
 
     async def insert(self, row: ChatSession) -> ChatSession:
         self.session.add(row)

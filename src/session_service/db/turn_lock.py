@@ -1,8 +1,9 @@
 """One turn at a time per session: an asyncio lock within the process, a lease across replicas.
 
-The lease is two columns of the session's row, claimed by an atomic UPDATE and renewed while
-the turn runs. Each step is its own short transaction, so no connection is held for the length
-of a turn; a crashed holder's lease simply expires.
+The lease is two columns of the session's row. It is claimed by an atomic UPDATE in the same
+transaction as the turn's first write (the question) and let go in the same transaction as its
+last (the answer), and renewed in between, so it costs no transaction of its own and no
+connection is held while the turn runs; a crashed holder's lease simply expires.
 """
 
 from __future__ import annotations
@@ -11,18 +12,21 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TypeVar
 
 from sqlalchemy import Update, and_, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from session_service.db.models import SESSIONS
 from session_service.db.types import utcnow
 from session_service.errors import Conflict, SessionNotFound
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 FIRST_POLL_SECONDS = 0.01
 MAX_POLL_SECONDS = 0.25
@@ -40,20 +44,25 @@ class _LocalLock:
 
 
 class TurnLocks:
-    def __init__(self, engine: AsyncEngine, lease_seconds: float) -> None:
-        # Plain connections: the lease is a few Core statements, no ORM session needed.
-        self._engine = engine
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        session_factory: async_sessionmaker[AsyncSession],
+        lease_seconds: float,
+    ) -> None:
+        self._engine = engine  # renewals are a single Core statement: plain connections
+        self.session_factory = session_factory
         self._lease = timedelta(seconds=lease_seconds)
         self._local: dict[str, _LocalLock] = {}
         # Leases this process could not release (the database was down): its own to take again.
-        self._unreleased: dict[str, str] = {}
+        self.unreleased: dict[str, str] = {}
 
     @contextlib.asynccontextmanager
     async def hold(
         self, session_id: str, owner: str, *, wait_seconds: float, wait: bool
-    ) -> AsyncIterator[None]:
-        """Hold the turn lock of `owner`'s session for the block; SessionBusy if it cannot be
-        had in time, SessionNotFound if there is no such session of theirs."""
+    ) -> AsyncIterator[Lease]:
+        """This process's turn on `owner`'s session for the block: SessionBusy if it cannot be
+        had in time. The lease across replicas is then claimed with `Lease.claim_with`."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (wait_seconds if wait else 0)
         local = self._local.setdefault(session_id, _LocalLock())
@@ -66,59 +75,39 @@ class TurnLocks:
                     await local.lock.acquire()
             except TimeoutError:
                 raise SessionBusy() from None
+            lease = Lease(self, session_id, owner, deadline)
             try:
-                token = uuid.uuid4().hex
-                await self._claim(session_id, owner, token, deadline=deadline)
-                done = asyncio.Event()
-                renewer = asyncio.create_task(self._renew_until(done, session_id, token))
-                try:
-                    yield
-                finally:
-                    # Stop renewing without cutting a renewal in half, then let go.
-                    done.set()
-                    await asyncio.shield(self._stop_and_release(renewer, session_id, token))
+                yield lease
             finally:
+                await asyncio.shield(lease.end())  # never cut a release in half
                 local.lock.release()
         finally:
             local.users -= 1
             if local.users == 0:
                 del self._local[session_id]
 
-    async def _claim(self, session_id: str, owner: str, token: str, *, deadline: float) -> None:
-        loop = asyncio.get_running_loop()
-        pause = FIRST_POLL_SECONDS
-        while not await self._try_claim(session_id, owner, token):
-            if loop.time() + pause > deadline:
-                raise SessionBusy()
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, MAX_POLL_SECONDS)
-
-    async def _try_claim(self, session_id: str, owner: str, token: str) -> bool:
+    async def try_claim(self, db: AsyncSession, session_id: str, owner: str, token: str) -> bool:
+        """Claim the lease in `db`'s transaction (locking the session's row until it ends);
+        SessionNotFound if the session is not `owner`'s."""
         now = utcnow()
         free = [SESSIONS.c.turn_lock_owner.is_(None), SESSIONS.c.turn_lock_expires_at < now]
-        if stale := self._unreleased.get(session_id):
+        if stale := self.unreleased.get(session_id):
             free.append(SESSIONS.c.turn_lock_owner == stale)
-        async with self._engine.begin() as db:
-            claimed = await db.execute(
-                update(SESSIONS)
-                .where(
-                    SESSIONS.c.session_id == session_id,
-                    SESSIONS.c.user_id == owner,
-                    or_(*free),
-                )
-                .values(turn_lock_owner=token, turn_lock_expires_at=now + self._lease)
-            )
-            if claimed.rowcount == 1:
-                self._unreleased.pop(session_id, None)
-                return True
-            found_owner = await db.scalar(
-                select(SESSIONS.c.user_id).where(SESSIONS.c.session_id == session_id)
-            )
+        claimed = await db.execute(
+            update(SESSIONS)
+            .where(SESSIONS.c.session_id == session_id, SESSIONS.c.user_id == owner, or_(*free))
+            .values(turn_lock_owner=token, turn_lock_expires_at=now + self._lease)
+        )
+        if claimed.rowcount == 1:  # type: ignore[attr-defined]
+            return True
+        found_owner = await db.scalar(
+            select(SESSIONS.c.user_id).where(SESSIONS.c.session_id == session_id)
+        )
         if found_owner != owner:
             raise SessionNotFound()
         return False
 
-    async def _renew_until(self, done: asyncio.Event, session_id: str, token: str) -> None:
+    async def renew_until(self, done: asyncio.Event, session_id: str, token: str) -> None:
         interval = self._lease.total_seconds() / 3
         while True:
             with contextlib.suppress(TimeoutError):
@@ -129,7 +118,7 @@ class TurnLocks:
             try:
                 async with self._engine.begin() as db:
                     renewed = await db.execute(
-                        self._owned_by(session_id, token).values(
+                        _owned_by(session_id, token).values(
                             turn_lock_expires_at=utcnow() + self._lease
                         )
                     )
@@ -139,23 +128,85 @@ class TurnLocks:
             except Exception as exc:  # the database may be back before the lease runs out
                 log.warning("turn lease renewal failed session_id=%s reason=%r", session_id, exc)
 
-    async def _stop_and_release(
-        self, renewer: asyncio.Task[None], session_id: str, token: str
-    ) -> None:
-        await renewer
+    async def release(self, session_id: str, token: str) -> None:
+        """Let go in a transaction of its own: the turn ended without its last write."""
         try:
             async with self._engine.begin() as db:
-                await db.execute(
-                    self._owned_by(session_id, token).values(
-                        turn_lock_owner=None, turn_lock_expires_at=None
-                    )
-                )
+                await db.execute(_released(session_id, token))
         except Exception as exc:  # it expires by itself; the turn's outcome stands
-            self._unreleased[session_id] = token
+            self.unreleased[session_id] = token
             log.warning("turn lease release failed session_id=%s reason=%r", session_id, exc)
 
-    @staticmethod
-    def _owned_by(session_id: str, token: str) -> Update:
-        return update(SESSIONS).where(
-            and_(SESSIONS.c.session_id == session_id, SESSIONS.c.turn_lock_owner == token)
+
+class Lease:
+    """The turn's lease on the session's row, from `claim_with` until `release_with` (or the
+    end of `TurnLocks.hold`)."""
+
+    def __init__(self, locks: TurnLocks, session_id: str, owner: str, deadline: float) -> None:
+        self._locks = locks
+        self._session_id = session_id
+        self._owner = owner
+        self._deadline = deadline
+        self._token = uuid.uuid4().hex
+        self._claimed = False
+        self._done = asyncio.Event()
+        self._renewer: asyncio.Task[None] | None = None
+
+    async def claim_with(self, then: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """Claim the lease and run `then` in the same transaction: both happen or neither.
+
+        While another replica holds it, polls until the deadline (SessionBusy after that).
+        """
+        loop = asyncio.get_running_loop()
+        pause = FIRST_POLL_SECONDS
+        while True:
+            async with self._locks.session_factory() as db, db.begin():
+                claimed = await self._locks.try_claim(
+                    db, self._session_id, self._owner, self._token
+                )
+                if claimed:
+                    result = await then(db)
+            if claimed:
+                break
+            if loop.time() + pause > self._deadline:
+                raise SessionBusy()
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, MAX_POLL_SECONDS)
+        self._claimed = True
+        self._locks.unreleased.pop(self._session_id, None)
+        self._renewer = asyncio.create_task(
+            self._locks.renew_until(self._done, self._session_id, self._token)
         )
+        return result
+
+    async def release_with(self, then: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """Run `then` and let the lease go in one transaction; if it fails, the lease is held
+        until the end of `TurnLocks.hold`."""
+        await self._stop_renewing()
+        async with self._locks.session_factory() as db, db.begin():
+            result = await then(db)
+            await db.execute(_released(self._session_id, self._token))
+        self._claimed = False
+        return result
+
+    async def end(self) -> None:
+        await self._stop_renewing()
+        if self._claimed:
+            self._claimed = False
+            await self._locks.release(self._session_id, self._token)
+
+    async def _stop_renewing(self) -> None:
+        """Without cutting a renewal in half."""
+        self._done.set()
+        if self._renewer is not None:
+            await self._renewer
+
+
+def _owned_by(session_id: str, token: str) -> Update:
+    return update(SESSIONS).where(
+        and_(SESSIONS.c.session_id == session_id, SESSIONS.c.turn_lock_owner == token)
+    )
+
+
+def _released(session_id: str, token: str) -> Update:
+    return _owned_by(session_id, token).values(turn_lock_owner=None, turn_lock_expires_at=None)

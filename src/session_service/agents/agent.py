@@ -61,13 +61,15 @@ class ChatAgent:
         """How many of the session's newest messages it holds."""
         return len(self._history)
 
-    def append(self, seq: int, message: BaseMessage) -> None:
+    def append(self, seq: int, message: BaseMessage, *, tokens: int | None = None) -> None:
+        """Add the session's next message; `tokens`: its `message_tokens`, if counted already."""
         if seq <= self.last_seq:
             raise ValueError(f"message {seq} is not after {self.last_seq} in {self.session_id}")
         self.last_seq = seq
         if not message.text:
             return  # a reply interrupted before its first word: nothing to show the LLM
-        tokens = message_tokens(message)
+        if tokens is None:
+            tokens = message_tokens(message)
         self._history.append((type(message), message.text, tokens))
         self._tokens += tokens
         # Forget what the LLM can no longer be shown, keeping memory bounded per agent.

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -161,26 +161,29 @@ class ChatTurns:
         """
         agent = self.new_agent(row)
         budget = self.settings.agent_history_max_tokens
-        collected: list[ChatMessage] = []
+        collected: list[tuple[int, BaseMessage, int]] = []  # newest first
         tokens = 0
         before: int | None = None
         async with self.session_factory() as db:
             messages = MessageRepository.from_session(db)
             while tokens < budget:
-                page, has_more = await messages.latest(
+                page = await messages.newest_texts(
                     row.session_id, limit=RESTORE_PAGE, before_seq=before
                 )
-                for message in reversed(page):
-                    if message.meta.get("status") == STREAMING:
+                for seq, role, content, meta in page:
+                    if meta.get("status") == STREAMING:
                         continue
-                    collected.append(message)
-                    tokens += message_tokens(to_message(message.role, message.content))
+                    message = to_message(role, content)
+                    counted = message_tokens(message)
+                    collected.append((seq, message, counted))
+                    tokens += counted
                     if tokens >= budget:
                         break
-                if not has_more or not page:
+                if len(page) < RESTORE_PAGE:
                     break
-                before = page[0].seq
-        agent.extend((m.seq, to_message(m.role, m.content)) for m in reversed(collected))
+                before = page[-1][0]
+        for seq, message, counted in reversed(collected):
+            agent.append(seq, message, tokens=counted)
         return agent
 
     def new_agent(self, row: ChatSession) -> ChatAgent:

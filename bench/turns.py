@@ -7,7 +7,10 @@ fake OpenAI-compatible LLM and `session-service serve` (one worker). Concurrent 
 non-streamed turns, each client starting a new session every 10 turns; then the statements a
 turn stores (two inserts and two session updates, in two transactions) are issued straight
 through aiomysql at the same concurrency. Also reports the service's CPU time per turn, read
-from /proc/<pid>/stat. Prints a table and writes JSON to bench/results/.
+from /proc/<pid>/stat, and two parts of a turn alone: the service's HTTP stack (`GET
+/health/live`) and one LLM call from the client's side (ChatOpenAI as it comes, the service's
+model, raw httpx). The same load goes to the thinnest app and the two alternatives
+(bench/thin_app.py, bench/alt_apps.py). Prints a table and writes JSON to bench/results/.
 """
 
 from __future__ import annotations
@@ -15,14 +18,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import aiomysql
 import httpx
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_openai import ChatOpenAI
+from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
 from bench.common import (
@@ -34,9 +43,12 @@ from bench.common import (
     service,
     write_results,
 )
+from session_service.config import Settings
+from session_service.llm.factory import build_chat_model
 from tests.fakes.openai import FakeLLM
 
 TURNS_PER_SESSION = 10
+ROLES = {"system": "system", "human": "user", "ai": "assistant"}
 OTHER_APPS = {
     "thinnest app": "bench.thin_app:app",
     "SQLChatMessageHistory app": "bench.alt_apps:history_app",
@@ -101,6 +113,21 @@ async def through_http(
         return await drive(clients, seconds, setup, one_turn)
 
 
+async def liveness_only(base: str, clients: int, seconds: float) -> dict[str, float]:
+    """`GET /health/live` (no auth, no database, no LLM): what the HTTP stack alone costs."""
+    async with httpx.AsyncClient(
+        base_url=base, timeout=60, limits=httpx.Limits(max_connections=clients)
+    ) as http:
+
+        async def setup(_index: int) -> None:
+            return None
+
+        async def one_request(_state: None, _count: int) -> None:
+            (await http.get("/health/live")).raise_for_status()
+
+        return await drive(clients, seconds, setup, one_request)
+
+
 async def direct_sql(database_url: str, clients: int, seconds: float) -> dict[str, float]:
     pool = await aiomysql.create_pool(
         **aiomysql_options(database_url), autocommit=False, maxsize=clients
@@ -152,6 +179,64 @@ async def direct_sql(database_url: str, clients: int, seconds: float) -> dict[st
         await pool.wait_closed()
 
 
+LLM_CALLS = 300
+
+
+@contextmanager
+def llm_in_a_process() -> Iterator[str]:
+    """A fake LLM in a process of its own, so this one's CPU time is the client's alone."""
+    code = (
+        "import sys; from tests.fakes.openai import FakeLLM; llm = FakeLLM().start(); "
+        "print(llm.base_url, flush=True); sys.stdin.read(); llm.stop()"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    assert process.stdin is not None
+    try:
+        yield process.stdout.readline().strip()
+    finally:
+        process.stdin.close()
+        process.wait(10)
+
+
+async def llm_call_cpu(llm_url: str) -> dict[str, float]:
+    """CPU ms per non-streamed LLM call with a 10-message history, the client's side alone:
+    langchain-openai's ChatOpenAI as it comes, the service's model, the same request by httpx."""
+    history: list[BaseMessage] = [
+        (HumanMessage if index % 2 == 0 else AIMessage)(content=f"message {index} " * 8)
+        for index in range(9)
+    ]
+    prompt = [SystemMessage(content="You are a helpful assistant."), *history]
+    body = {
+        "model": "m",
+        "messages": [{"role": ROLES[m.type], "content": m.text} for m in prompt],
+    }
+    plain = ChatOpenAI(model="m", base_url=llm_url, api_key=SecretStr("unused"), max_retries=0)
+    ours = build_chat_model(Settings(llm_provider="openai", llm_base_url=llm_url, llm_model="m"))
+    figures = {}
+    async with httpx.AsyncClient(base_url=llm_url) as raw:
+
+        async def raw_call() -> None:
+            (await raw.post("/chat/completions", json=body)).raise_for_status()
+
+        async def plain_call() -> None:
+            await plain.ainvoke(prompt)
+
+        async def our_call() -> None:
+            await ours.ainvoke(prompt)
+
+        for name, call in (("ChatOpenAI", plain_call), ("ours", our_call), ("httpx", raw_call)):
+            for _ in range(20):
+                await call()
+            started = time.process_time()
+            for _ in range(LLM_CALLS):
+                await call()
+            figures[name] = (time.process_time() - started) * 1000 / LLM_CALLS
+    return figures
+
+
 def measured(pids: dict[str, int], run: Callable[[], dict[str, float]]) -> dict[str, float]:
     """`run`'s figures, plus each process's CPU milliseconds per turn over the same window."""
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
@@ -179,6 +264,10 @@ def main() -> None:
                     {"service": pid, "mariadb": mariadb},
                     lambda: asyncio.run(through_http(base, args.clients, args.seconds)),
                 )
+                http_floor = measured(
+                    {"service": pid, "mariadb": mariadb},
+                    lambda: asyncio.run(liveness_only(base, args.clients, args.seconds / 2)),
+                )
             asyncmy_url = make_url(database_url).set(drivername="mysql+asyncmy")
             with service(asyncmy_url.render_as_string(hide_password=False), llm.base_url) as (
                 base,
@@ -204,6 +293,8 @@ def main() -> None:
             )
     finally:
         llm.stop()
+    with llm_in_a_process() as llm_url:
+        llm_cpu = asyncio.run(llm_call_cpu(llm_url))
     rows = (
         ("session-service", api),
         ("  ... on asyncmy", on_asyncmy),
@@ -228,6 +319,14 @@ def main() -> None:
             "(target <= 0.33)"
         )
     print(
+        "the service's HTTP stack alone (GET /health/live), CPU ms per request: "
+        f"{http_floor['service_cpu_ms_per_turn']:.2f}"
+    )
+    print(
+        "one LLM call alone, client CPU ms: "
+        + ", ".join(f"{name} {ms:.2f}" for name, ms in llm_cpu.items())
+    )
+    print(
         "asyncmy / aiomysql CPU per turn: "
         f"{on_asyncmy['service_cpu_ms_per_turn'] / api['service_cpu_ms_per_turn']:.2f}"
     )
@@ -241,6 +340,8 @@ def main() -> None:
             "others": others,
             "sql_floor": sql,
             "cpu_per_turn_vs_thinnest": ratio,
+            "llm_call_cpu_ms": llm_cpu,
+            "http_stack_only": http_floor,
         },
     )
 

@@ -11,7 +11,8 @@ import sys
 
 from bench import scaling, streaming, turns
 
-for benchmark in (turns, streaming, scaling):
-    print(f"\n=== {benchmark.__name__}", flush=True)
-    sys.argv = [benchmark.__name__]
-    benchmark.main()
+if __name__ == "__main__":  # not when a benchmark's worker process imports it
+    for benchmark in (turns, streaming, scaling):
+        print(f"\n=== {benchmark.__name__}", flush=True)
+        sys.argv = [benchmark.__name__]
+        benchmark.main()

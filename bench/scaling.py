@@ -13,9 +13,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import multiprocessing
 import os
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -37,7 +39,14 @@ def rss_bytes() -> int:
 
 
 def memory_per_agent(count: int) -> dict[str, float]:
-    """RSS growth per pooled agent with a 10-message history, less the history text."""
+    """RSS growth per pooled agent with a 10-message history, less the history text; in a
+    fresh process, so memory freed by earlier work cannot hide the growth."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as fresh:
+        return fresh.submit(_memory_per_agent, count).result()
+
+
+def _memory_per_agent(count: int) -> dict[str, float]:
     gc.collect()
     before = rss_bytes()
     pool = AgentPool(count + 1)

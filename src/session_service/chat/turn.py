@@ -4,8 +4,9 @@ generate, store the answer, release.
 The one place that knows that order. The request does the steps that can fail before a reply
 starts (authorise, lock, store the question with a placeholder for the answer) and gets back a
 `Generation`; the rest runs in a task owned by the service, so a client that goes away loses
-nothing. Each database step is its own short transaction: no connection is held while the LLM
-generates, and the turn lock keeps one turn per session at a time.
+nothing. A turn writes in two short transactions — the question (claiming the turn lock's
+lease) and the answer (letting it go) — so no connection is held while the LLM generates, and
+the turn lock keeps one turn per session at a time.
 """
 
 from __future__ import annotations

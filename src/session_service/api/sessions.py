@@ -102,7 +102,7 @@ async def read(
     messages_limit: Annotated[int, Query(ge=0, le=500)] = 50,
 ) -> SessionDetail:
     """Read a session with its latest messages (oldest first); rebuilds a released agent."""
-    await turns.pool.get_or_restore(session.session_id, lambda: turns.restore(session))
+    await turns.pool.get_or_restore(session.session_id, lambda: turns.restore(session, db))
     messages, has_more = await MessageRepository.from_session(db).latest(
         session.session_id, limit=messages_limit
     )

@@ -155,34 +155,37 @@ class ChatTurns:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def restore(self, row: ChatSession) -> ChatAgent:
-        """Rebuild a session's agent from the newest stored messages that fit the token budget.
+    async def restore(self, row: ChatSession, db: AsyncSession | None = None) -> ChatAgent:
+        """Rebuild a session's agent from the newest stored messages that fit the token budget,
+        reading with the caller's database session `db` if it has one open.
 
         A reply still being generated is left out: its turn adds it when it is stored.
         """
+        if db is None:
+            async with self.session_factory() as own:
+                return await self.restore(row, own)
         agent = self.new_agent(row)
         budget = self.settings.agent_history_max_tokens
         collected: list[tuple[int, BaseMessage, int]] = []  # newest first
         tokens = 0
         before: int | None = None
-        async with self.session_factory() as db:
-            messages = MessageRepository.from_session(db)
-            while tokens < budget:
-                page = await messages.newest_texts(
-                    row.session_id, limit=RESTORE_PAGE, before_seq=before
-                )
-                for seq, role, content, meta in page:
-                    if meta.get("status") == STREAMING:
-                        continue
-                    message = to_message(role, content)
-                    counted = message_tokens(message)
-                    collected.append((seq, message, counted))
-                    tokens += counted
-                    if tokens >= budget:
-                        break
-                if len(page) < RESTORE_PAGE:
+        messages = MessageRepository.from_session(db)
+        while tokens < budget:
+            page = await messages.newest_texts(
+                row.session_id, limit=RESTORE_PAGE, before_seq=before
+            )
+            for seq, role, content, meta in page:
+                if meta.get("status") == STREAMING:
+                    continue
+                message = to_message(role, content)
+                counted = message_tokens(message)
+                collected.append((seq, message, counted))
+                tokens += counted
+                if tokens >= budget:
                     break
-                before = page[-1][0]
+            if len(page) < RESTORE_PAGE:
+                break
+            before = page[-1][0]
         for seq, message, counted in reversed(collected):
             agent.append(seq, message, tokens=counted)
         return agent

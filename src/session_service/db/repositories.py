@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Self
 
-from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -20,6 +20,39 @@ from session_service.db.models import (
     RagflowDeletion,
 )
 from session_service.db.types import utcnow
+
+# The statements every turn runs, built once with bound parameters: building a statement
+# costs SQLAlchemy about as much CPU as running it.
+_COUNT_MESSAGES = (
+    update(SESSIONS)
+    .where(SESSIONS.c.session_id == bindparam("key"))
+    .values(
+        message_count=SESSIONS.c.message_count + bindparam("added"),
+        updated_at=bindparam("at", type_=SESSIONS.c.updated_at.type),
+    )
+)
+_COUNT_MESSAGES_GENERATING = _COUNT_MESSAGES.values(generating_message_id=bindparam("generating"))
+_CLEAR_GENERATING = (
+    update(SESSIONS)
+    .where(
+        SESSIONS.c.session_id == bindparam("key"),
+        SESSIONS.c.generating_message_id == bindparam("message"),
+    )
+    .values(generating_message_id=None)
+)
+_CLEAR_GENERATING_AT = _CLEAR_GENERATING.values(
+    updated_at=bindparam("at", type_=SESSIONS.c.updated_at.type)
+)
+_INSERT_MESSAGE = insert(MESSAGES)
+_FINISH_MESSAGE = (
+    update(MESSAGES)
+    .where(MESSAGES.c.id == bindparam("message"))
+    .values(
+        content=bindparam("text", type_=MESSAGES.c.content.type),
+        metadata=bindparam("meta", type_=MESSAGES.c.metadata.type),
+        timestamp=bindparam("at", type_=MESSAGES.c.timestamp.type),
+    )
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,15 +138,13 @@ class SessionRepository:
         self, session_id: str, count: int, at: datetime, *, generating: int | None = None
     ) -> None:
         """Count `count` more (or fewer) messages; note the reply being generated, if any."""
-        values: dict[str, Any] = {
-            "message_count": SESSIONS.c.message_count + count,
-            "updated_at": at,
-        }
-        if generating is not None:
-            values["generating_message_id"] = generating
-        await self.session.execute(
-            update(SESSIONS).where(SESSIONS.c.session_id == session_id).values(values)
-        )
+        params: dict[str, Any] = {"key": session_id, "added": count, "at": at}
+        if generating is None:
+            await self.session.execute(_COUNT_MESSAGES, params)
+        else:
+            await self.session.execute(
+                _COUNT_MESSAGES_GENERATING, params | {"generating": generating}
+            )
 
     async def orphaned_generations(self, now: datetime) -> Sequence[tuple[str, int]]:
         """(session, message) of replies in progress that no live turn holds."""
@@ -134,17 +165,11 @@ class SessionRepository:
         self, session_id: str, message_id: int, *, updated_at: datetime | None = None
     ) -> bool:
         """Forget the reply in progress, if it is still that one; whether it was."""
-        values: dict[str, Any] = {"generating_message_id": None}
-        if updated_at is not None:
-            values["updated_at"] = updated_at
-        result = await self.session.execute(
-            update(SESSIONS)
-            .where(
-                SESSIONS.c.session_id == session_id,
-                SESSIONS.c.generating_message_id == message_id,
-            )
-            .values(values)
-        )
+        params: dict[str, Any] = {"key": session_id, "message": message_id}
+        if updated_at is None:
+            result = await self.session.execute(_CLEAR_GENERATING, params)
+        else:
+            result = await self.session.execute(_CLEAR_GENERATING_AT, params | {"at": updated_at})
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
@@ -159,15 +184,16 @@ class MessageRepository:
     async def insert(self, message: ChatMessage) -> ChatMessage:
         """Store a new message (a Core insert: no ORM bookkeeping); it gets its id."""
         result = await self.session.execute(
-            insert(MESSAGES).values(
-                session_id=message.session_id,
-                seq=message.seq,
-                role=message.role,
-                content=message.content,
-                timestamp=message.timestamp,
-                client_message_id=message.client_message_id,
-                metadata=message.meta,
-            )
+            _INSERT_MESSAGE,
+            {
+                "session_id": message.session_id,
+                "seq": message.seq,
+                "role": message.role,
+                "content": message.content,
+                "timestamp": message.timestamp,
+                "client_message_id": message.client_message_id,
+                "metadata": message.meta,
+            },
         )
         message.id = result.inserted_primary_key[0]  # type: ignore[attr-defined]
         return message
@@ -203,9 +229,7 @@ class MessageRepository:
     ) -> bool:
         """Store a reply's final text and metadata in its placeholder row."""
         result = await self.session.execute(
-            update(MESSAGES)
-            .where(MESSAGES.c.id == message_id)
-            .values(content=content, metadata=meta, timestamp=at)
+            _FINISH_MESSAGE, {"message": message_id, "text": content, "meta": meta, "at": at}
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TypeVar
 
-from sqlalchemy import Update, and_, or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from session_service.db.models import SESSIONS
@@ -30,6 +30,29 @@ T = TypeVar("T")
 
 FIRST_POLL_SECONDS = 0.01
 MAX_POLL_SECONDS = 0.25
+
+
+# Built once with bound parameters (see db.repositories). A lease is free when nobody holds
+# it, when it has expired, or when it is one this process could not release ("stale").
+_EXPIRES = bindparam("expires", type_=SESSIONS.c.turn_lock_expires_at.type)
+_CLAIM = (
+    update(SESSIONS)
+    .where(
+        SESSIONS.c.session_id == bindparam("key"),
+        SESSIONS.c.user_id == bindparam("owner"),
+        or_(
+            SESSIONS.c.turn_lock_owner.is_(None),
+            SESSIONS.c.turn_lock_expires_at < bindparam("now"),
+            SESSIONS.c.turn_lock_owner == bindparam("stale"),
+        ),
+    )
+    .values(turn_lock_owner=bindparam("token"), turn_lock_expires_at=_EXPIRES)
+)
+_OWNED = update(SESSIONS).where(
+    SESSIONS.c.session_id == bindparam("key"), SESSIONS.c.turn_lock_owner == bindparam("token")
+)
+_RENEW = _OWNED.values(turn_lock_expires_at=_EXPIRES)
+_RELEASE = _OWNED.values(turn_lock_owner=None, turn_lock_expires_at=None)
 
 
 class SessionBusy(Conflict):
@@ -90,13 +113,16 @@ class TurnLocks:
         """Claim the lease in `db`'s transaction (locking the session's row until it ends);
         SessionNotFound if the session is not `owner`'s."""
         now = utcnow()
-        free = [SESSIONS.c.turn_lock_owner.is_(None), SESSIONS.c.turn_lock_expires_at < now]
-        if stale := self.unreleased.get(session_id):
-            free.append(SESSIONS.c.turn_lock_owner == stale)
         claimed = await db.execute(
-            update(SESSIONS)
-            .where(SESSIONS.c.session_id == session_id, SESSIONS.c.user_id == owner, or_(*free))
-            .values(turn_lock_owner=token, turn_lock_expires_at=now + self._lease)
+            _CLAIM,
+            {
+                "key": session_id,
+                "owner": owner,
+                "now": now,
+                "stale": self.unreleased.get(session_id),
+                "token": token,
+                "expires": now + self._lease,
+            },
         )
         if claimed.rowcount == 1:  # type: ignore[attr-defined]
             return True
@@ -118,9 +144,8 @@ class TurnLocks:
             try:
                 async with self._engine.begin() as db:
                     renewed = await db.execute(
-                        _owned_by(session_id, token).values(
-                            turn_lock_expires_at=utcnow() + self._lease
-                        )
+                        _RENEW,
+                        {"key": session_id, "token": token, "expires": utcnow() + self._lease},
                     )
                 if renewed.rowcount != 1:
                     log.warning("turn lease lost session_id=%s", session_id)
@@ -132,7 +157,7 @@ class TurnLocks:
         """Let go in a transaction of its own: the turn ended without its last write."""
         try:
             async with self._engine.begin() as db:
-                await db.execute(_released(session_id, token))
+                await db.execute(_RELEASE, {"key": session_id, "token": token})
         except Exception as exc:  # it expires by itself; the turn's outcome stands
             self.unreleased[session_id] = token
             log.warning("turn lease release failed session_id=%s reason=%r", session_id, exc)
@@ -185,7 +210,7 @@ class Lease:
         await self._stop_renewing()
         async with self._locks.session_factory() as db, db.begin():
             result = await then(db)
-            await db.execute(_released(self._session_id, self._token))
+            await db.execute(_RELEASE, {"key": self._session_id, "token": self._token})
         self._claimed = False
         return result
 
@@ -200,13 +225,3 @@ class Lease:
         self._done.set()
         if self._renewer is not None:
             await self._renewer
-
-
-def _owned_by(session_id: str, token: str) -> Update:
-    return update(SESSIONS).where(
-        and_(SESSIONS.c.session_id == session_id, SESSIONS.c.turn_lock_owner == token)
-    )
-
-
-def _released(session_id: str, token: str) -> Update:
-    return _owned_by(session_id, token).values(turn_lock_owner=None, turn_lock_expires_at=None)

@@ -49,6 +49,9 @@ from tests.fakes.openai import FakeLLM
 
 TURNS_PER_SESSION = 10
 ROLES = {"system": "system", "human": "user", "ai": "assistant"}
+# The thinnest app keeps 20 connections open; so does the service here (its default keeps 10
+# and opens up to 10 more that it closes again, which at 16 clients is a reconnect per turn).
+POOL = {"DB_POOL_SIZE": "20", "DB_MAX_OVERFLOW": "0"}
 OTHER_APPS = {
     "thinnest app": "bench.thin_app:app",
     "SQLChatMessageHistory app": "bench.alt_apps:history_app",
@@ -259,7 +262,7 @@ def main() -> None:
     llm = FakeLLM().start()
     try:
         with scratch_database() as database_url:
-            with service(database_url, llm.base_url) as (base, pid):
+            with service(database_url, llm.base_url, POOL) as (base, pid):
                 api = measured(
                     {"service": pid, "mariadb": mariadb},
                     lambda: asyncio.run(through_http(base, args.clients, args.seconds)),
@@ -269,7 +272,7 @@ def main() -> None:
                     lambda: asyncio.run(liveness_only(base, args.clients, args.seconds / 2)),
                 )
             asyncmy_url = make_url(database_url).set(drivername="mysql+asyncmy")
-            with service(asyncmy_url.render_as_string(hide_password=False), llm.base_url) as (
+            with service(asyncmy_url.render_as_string(hide_password=False), llm.base_url, POOL) as (
                 base,
                 pid,
             ):

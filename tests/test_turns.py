@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 from httpx import AsyncClient
-from sqlalchemy import update
+from sqlalchemy import event, update
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from session_service.config import Settings
@@ -17,7 +18,7 @@ from session_service.db.models import ChatSession
 from session_service.db.types import utcnow
 from tests.conftest import serve_app
 from tests.fakes.openai import FakeLLM
-from tests.helpers import auth, eventually, stored
+from tests.helpers import add_messages, auth, eventually, stored
 
 Headers = dict[str, str]
 ADMIN = auth("root-admin", admin=True)
@@ -278,6 +279,36 @@ async def test_retrying_a_failed_turn_with_its_client_message_id_answers_it(
     retried = await turn(llm_client, alice, session_id, "q", client_message_id="c1")
     assert retried.status_code == 201
     assert await stored(db, session_id) == [(1, "user", "q"), (2, "assistant", "echo: q")]
+
+
+async def test_an_agent_far_behind_is_rebuilt_not_fed_every_missing_row(
+    llm_settings: Callable[..., Settings],
+    fake_llm: FakeLLM,
+    alice: Headers,
+    db: async_sessionmaker[AsyncSession],
+) -> None:
+    async with serve_app(llm_settings(agent_history_max_tokens=120)) as client:
+        session_id = await new_session(client, alice)
+        assert (await turn(client, alice, session_id, "first")).status_code == 201
+        # another replica answers 150 turns meanwhile: this replica's agent is 300 behind
+        await add_messages(db, session_id, [f"elsewhere {n}" for n in range(300)])
+        statements: list[str] = []
+
+        def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            statements.append(statement)
+
+        event.listen(Engine, "before_cursor_execute", record)
+        try:
+            response = await turn(client, alice, session_id, "now")
+        finally:
+            event.remove(Engine, "before_cursor_execute", record)
+    assert response.status_code == 201
+    sent = conversation(fake_llm.calls[-1])
+    assert sent[-2:] == [("assistant", "elsewhere 299"), ("user", "now")]
+    assert 3 < len(sent) < 40  # the newest that fit the budget
+    reads = [s for s in statements if "FROM chat_messages" in s]
+    assert any("ORDER BY chat_messages.seq DESC" in s for s in reads)  # rebuilt, newest first
+    assert not any("chat_messages.seq >" in s for s in reads)  # not every missing row
 
 
 async def _lease_and_reply(

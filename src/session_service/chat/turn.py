@@ -405,10 +405,12 @@ class ChatTurns:
         """The agent with every stored message up to the question, in order, each once.
 
         Another replica (or a turn that failed after storing its question) may have written
-        messages this agent has not seen; a session deleted and re-created under the same id
-        makes the agent a stranger, so it is rebuilt.
+        messages this agent has not seen: a few are read and added, but an agent far behind is
+        rebuilt, which reads only what the token budget holds. A session deleted and re-created
+        under the same id makes the agent a stranger, so it is rebuilt too.
         """
-        if agent.session_created_at != row.created_at or agent.last_seq > question.seq:
+        stranger = agent.session_created_at != row.created_at or agent.last_seq > question.seq
+        if stranger or question.seq - agent.last_seq > RESTORE_PAGE:
             rebuilt = await self.restore(row)
             self.pool.replace(rebuilt)
             return rebuilt

@@ -30,7 +30,7 @@ from session_service.agents.agent import ChatAgent
 from session_service.agents.pool import AgentPool
 from tests.fakes.openai import FakeLLM
 
-REPEATS = 15
+REPEATS = 40
 
 
 def rss_bytes() -> int:
@@ -134,44 +134,71 @@ async def bare_select(database_url: str, session_id: str) -> float:
 
 
 async def restore_and_long_sessions(
-    database_url: str, base: str, sizes: list[int]
+    database_url: str, base: str, sizes: list[int], turn_sizes: list[int]
 ) -> tuple[list[dict[str, float]], dict[str, float]]:
-    restores, turn_ms = [], {}
+    """Restores at each size and turns at each of `turn_sizes`, measured in interleaved rounds
+    (one of each per round), so that the machine slowing down now and then hits all alike."""
     async with httpx.AsyncClient(base_url=base, timeout=60) as http:
-        for size in sizes:
-            session_id = (await http.post("/api/sessions", json={})).json()["session_id"]
+
+        async def filled(size: int) -> str:
+            session_id = str((await http.post("/api/sessions", json={})).json()["session_id"])
             await fill(database_url, session_id, size)
-            released: list[float] = []
-            pooled: list[float] = []
-            for _ in range(REPEATS):
-                await http.post("/api/sessions/cleanup", json={"max_age_seconds": 0})
-                for times in (released, pooled):  # the second GET finds the agent pooled
-                    started = time.perf_counter()
-                    response = await http.get(f"/api/sessions/{session_id}?messages_limit=0")
-                    times.append(time.perf_counter() - started)
-                    assert response.json()["agent_active"] is True
-            restore_get_ms = statistics.median(released) * 1000
-            pooled_get_ms = statistics.median(pooled) * 1000
+            return session_id
+
+        async def timed_get(session_id: str) -> float:
+            started = time.perf_counter()
+            response = await http.get(f"/api/sessions/{session_id}?messages_limit=0")
+            took = time.perf_counter() - started
+            assert response.json()["agent_active"] is True
+            return took
+
+        stored = {size: await filled(size) for size in sizes}
+        released: dict[int, list[float]] = {size: [] for size in sizes}
+        pooled: dict[int, list[float]] = {size: [] for size in sizes}
+        for _ in range(REPEATS):
+            await http.post("/api/sessions/cleanup", json={"max_age_seconds": 0})
+            for size in sizes:
+                released[size].append(await timed_get(stored[size]))
+            for size in sizes:  # the same GET again finds the agent pooled
+                pooled[size].append(await timed_get(stored[size]))
+        restores = []
+        for size in sizes:
+            restore_get_ms = statistics.median(released[size]) * 1000
+            pooled_get_ms = statistics.median(pooled[size]) * 1000
             restores.append(
                 {
                     "messages": size,
                     "restore_get_ms": restore_get_ms,
                     "pooled_get_ms": pooled_get_ms,
                     "restore_ms": restore_get_ms - pooled_get_ms,  # the rebuild's own cost
-                    "bare_select_ms": await bare_select(database_url, session_id),
+                    "bare_select_ms": await bare_select(database_url, stored[size]),
                 }
             )
-            if size in (10, 5000) or size == sizes[-1]:
-                times = []
-                for index in range(REPEATS + 3):
-                    started = time.perf_counter()
-                    await http.post(
-                        f"/api/sessions/{session_id}/messages", json={"content": f"q{index}"}
-                    )
-                    if index >= 3:  # the first turns restore and warm up
-                        times.append(time.perf_counter() - started)
-                turn_ms[str(size)] = statistics.median(times) * 1000
-    return restores, turn_ms
+
+        # Each measured turn finds its session holding `size` messages and its agent pooled:
+        # a long session grows by two messages a turn, which is nothing next to its size; a
+        # short one would not stay short, so every round takes a fresh one.
+        turn_sessions = {
+            size: [await filled(size) for _ in range(REPEATS)]
+            if size < 1000
+            else [stored.get(size) or await filled(size)] * REPEATS
+            for size in turn_sizes
+        }
+        await http.post("/api/sessions/cleanup", json={"max_age_seconds": 0})
+        for sessions in turn_sessions.values():
+            for session_id in set(sessions):
+                await timed_get(session_id)  # the agent is rebuilt from the rows, and pooled
+        turns: dict[int, list[float]] = {size: [] for size in turn_sizes}
+        for index in range(REPEATS):
+            for size in turn_sizes:
+                started = time.perf_counter()
+                response = await http.post(
+                    f"/api/sessions/{turn_sessions[size][index]}/messages",
+                    json={"content": f"question {index}"},
+                )
+                turns[size].append(time.perf_counter() - started)
+                assert response.status_code == 201
+    return restores, {str(size): statistics.median(turns[size]) * 1000 for size in turn_sizes}
 
 
 def chart(restores: list[dict[str, float]], memory: list[dict[str, float]], out: Path) -> None:
@@ -211,11 +238,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     args = parser.parse_args()
     sizes = [10, 100, 1000] if args.quick else [10, 100, 1000, 5000, 10000]
+    turn_sizes = [10, 1000] if args.quick else [10, 1000, 5000, 10000]
     agent_counts = [1000, 10000] if args.quick else [10000, 100000]
     llm = FakeLLM().start()
     try:
         with scratch_database() as database_url, service(database_url, llm.base_url) as (base, _):
-            restores, turn_ms = asyncio.run(restore_and_long_sessions(database_url, base, sizes))
+            restores, turn_ms = asyncio.run(
+                restore_and_long_sessions(database_url, base, sizes, turn_sizes)
+            )
     finally:
         llm.stop()
     memory = [memory_per_agent(count) for count in agent_counts]
@@ -242,7 +272,7 @@ def main() -> None:
             f"sweep over {row['pool']} agents, {row['expired']} expired: {row['sweep_ms']:.3f} ms"
         )
     print(
-        "turn latency by stored messages (ms, median, sequential):",
+        "turn latency by stored messages (ms, median, one client, interleaved):",
         {k: round(v, 2) for k, v in turn_ms.items()},
     )
     out = RESULTS / "scaling.png"

@@ -201,13 +201,18 @@ async def restore_and_long_sessions(
     return restores, {str(size): statistics.median(turns[size]) * 1000 for size in turn_sizes}
 
 
-def chart(restores: list[dict[str, float]], memory: list[dict[str, float]], out: Path) -> None:
+def chart(
+    restores: list[dict[str, float]],
+    turn_ms: dict[str, float],
+    memory: list[dict[str, float]],
+    out: Path,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    figure, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4))
     sizes = [r["messages"] for r in restores]
     left.loglog(sizes, [r["restore_get_ms"] for r in restores], "o-", label="GET, agent rebuilt")
     left.loglog(sizes, [r["pooled_get_ms"] for r in restores], "^:", label="GET, agent pooled")
@@ -221,6 +226,13 @@ def chart(restores: list[dict[str, float]], memory: list[dict[str, float]], out:
     left.set_ylabel("ms (median)")
     left.set_title("Restoring a released session")
     left.legend()
+    stored = [int(size) for size in turn_ms]
+    middle.semilogx(stored, list(turn_ms.values()), "o-", label="a non-streamed turn")
+    middle.set_ylim(bottom=0)
+    middle.set_xlabel("stored messages in the session")
+    middle.set_ylabel("ms (median, one client)")
+    middle.set_title("A turn in a long session")
+    middle.legend()
     counts = [m["agents"] for m in memory]
     right.plot(counts, [m["bytes_per_agent_beyond_text"] / 1024 for m in memory], "o-")
     right.axhline(8, color="grey", linestyle=":", label="target 8 KiB")
@@ -277,7 +289,7 @@ def main() -> None:
     )
     out = RESULTS / "scaling.png"
     RESULTS.mkdir(exist_ok=True)
-    chart(restores, memory, out)
+    chart(restores, turn_ms, memory, out)
     print(f"chart: {out}")
     write_results(
         "scaling",

@@ -193,6 +193,36 @@ async def test_two_replicas_interleave_turns_on_one_session(
         assert conversation(call) == [(role, content) for _, role, content in rows[: 2 * index + 1]]
 
 
+async def test_an_agent_rebuilt_mid_reply_gets_the_reply_once_it_is_stored(
+    llm_settings: Callable[..., Settings],
+    fake_llm: FakeLLM,
+    alice: Headers,
+    db: async_sessionmaker[AsyncSession],
+) -> None:
+    async with serve_app(llm_settings()) as one, serve_app(llm_settings()) as two:
+        session_id = await new_session(one, alice)
+        assert (await turn(one, alice, session_id, "first")).status_code == 201
+        fake_llm.delay = 0.5
+        slow = asyncio.create_task(turn(one, alice, session_id, "slow"))
+
+        async def reply_in_progress() -> bool:
+            return (await stored(db, session_id))[-1] == (4, "assistant", "")
+
+        await eventually(reply_in_progress)
+        # the other replica rebuilds its agent while the reply is being generated
+        assert (await two.get(f"/api/sessions/{session_id}", headers=alice)).status_code == 200
+        assert (await slow).status_code == 201
+        fake_llm.delay = 0
+        assert (await turn(two, alice, session_id, "after")).status_code == 201
+    assert conversation(fake_llm.calls[-1]) == [
+        ("user", "first"),
+        ("assistant", "echo: first"),
+        ("user", "slow"),
+        ("assistant", "echo: slow"),
+        ("user", "after"),
+    ]
+
+
 async def test_repeated_client_message_id_returns_the_stored_pair(
     llm_client: AsyncClient, fake_llm: FakeLLM, alice: Headers, db: async_sessionmaker[AsyncSession]
 ) -> None:

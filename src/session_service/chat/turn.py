@@ -174,8 +174,8 @@ class ChatTurns:
             page = await messages.newest_texts(
                 row.session_id, limit=RESTORE_PAGE, before_seq=before
             )
-            for seq, role, content, meta in page:
-                if meta.get("status") == STREAMING:
+            for seq, role, content, status in page:
+                if status == STREAMING:
                     continue
                 message = to_message(role, content)
                 counted = message_tokens(message)

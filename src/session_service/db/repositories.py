@@ -214,15 +214,17 @@ class MessageRepository:
 
     async def newest_texts(
         self, session_id: str, *, limit: int, before_seq: int | None = None
-    ) -> Sequence[tuple[int, str, str, dict[str, Any]]]:
-        """(seq, role, content, metadata) of up to `limit` messages before `before_seq`,
-        newest first: what an agent is rebuilt from, without loading whole rows."""
-        query = select(MESSAGES.c.seq, MESSAGES.c.role, MESSAGES.c.content, MESSAGES.c.metadata)
+    ) -> Sequence[tuple[int, str, str, str | None]]:
+        """(seq, role, content, metadata's status) of up to `limit` messages before
+        `before_seq`, newest first: what an agent is rebuilt from, without loading whole rows
+        (a reply's metadata can hold all its references)."""
+        status = MESSAGES.c.metadata["status"].as_string()
+        query = select(MESSAGES.c.seq, MESSAGES.c.role, MESSAGES.c.content, status)
         query = query.where(MESSAGES.c.session_id == session_id)
         if before_seq is not None:
             query = query.where(MESSAGES.c.seq < before_seq)
         rows = await self.session.execute(query.order_by(MESSAGES.c.seq.desc()).limit(limit))
-        return [(seq, role, content, meta) for seq, role, content, meta in rows]
+        return [(seq, role, content, status) for seq, role, content, status in rows]
 
     async def finish(
         self, message_id: int, content: str, meta: dict[str, Any], at: datetime

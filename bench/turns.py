@@ -4,13 +4,13 @@
 
 Works in a fresh MariaDB database (TEST_DATABASE_URL or the local server) with an instant
 fake OpenAI-compatible LLM and `session-service serve` (one worker). Concurrent clients send
-non-streamed turns, each client starting a new session every 10 turns; then the statements a
-turn stores (two inserts and two session updates, in two transactions) are issued straight
-through aiomysql at the same concurrency. Also reports the service's CPU time per turn, read
-from /proc/<pid>/stat, and two parts of a turn alone: the service's HTTP stack (`GET
-/health/live`) and one LLM call from the client's side (ChatOpenAI as it comes, the service's
-model, raw httpx). The same load goes to the thinnest app and the two alternatives
-(bench/thin_app.py, bench/alt_apps.py). Prints a table and writes JSON to bench/results/.
+non-streamed turns, each client starting a new session every 10 turns; the same load goes to
+the thinnest app and the two alternatives (bench/thin_app.py, bench/alt_apps.py); then the
+statements a turn stores are issued straight through aiomysql at the same concurrency. Each
+party's CPU time per turn is read from /proc/<pid>/stat. Three parts of a turn are also
+measured alone: the service's HTTP stack (`GET /health/live`), the turn itself in-process with
+the offline model (no HTTP, no LLM client), and one LLM call from the client's side (ChatOpenAI
+as it comes, the service's model, raw httpx). Prints a table and writes JSON to bench/results/.
 """
 
 from __future__ import annotations
@@ -43,8 +43,16 @@ from bench.common import (
     service,
     write_results,
 )
+from session_service.agents.pool import AgentPool
+from session_service.auth import User
+from session_service.chat.generation import Generation
+from session_service.chat.sessions import create_session
+from session_service.chat.turn import ChatTurns
 from session_service.config import Settings
+from session_service.db.engine import create_engine, create_session_factory
+from session_service.db.turn_lock import TurnLocks
 from session_service.llm.factory import build_chat_model
+from session_service.llm.offline import OfflineChatModel
 from tests.fakes.openai import FakeLLM
 
 TURNS_PER_SESSION = 10
@@ -240,6 +248,47 @@ async def llm_call_cpu(llm_url: str) -> dict[str, float]:
     return figures
 
 
+async def turn_core_cpu(database_url: str, turns: int = 600) -> float:
+    """CPU ms per turn of the turn itself — lock and lease, its two transactions, the agent, the
+    reply's task — run in this process with the offline model: no HTTP, no OpenAI client."""
+    settings = Settings(database_url=database_url, llm_provider="offline")
+    engine = create_engine(settings)
+    session_factory = create_session_factory(engine)
+    chat = ChatTurns(
+        settings,
+        session_factory,
+        AgentPool(settings.agent_pool_max_size),
+        TurnLocks(engine, session_factory, lease_seconds=settings.turn_lock_lease_seconds),
+        OfflineChatModel(),
+        None,
+    )
+    user = User(id="bench-core", is_admin=False)
+
+    async def run(count: int) -> None:
+        session_id = ""
+        for index in range(count):
+            if index % TURNS_PER_SESSION == 0:
+                async with session_factory() as db:
+                    row, _ = await create_session(
+                        db, user, None, session_id=None, title="bench", context={}
+                    )
+                    await db.commit()
+                session_id = row.session_id
+                chat.pool.add(chat.new_agent(row))  # as the API does when it creates one
+            started = await chat.begin(user, session_id, f"question {index}", stream=False)
+            assert isinstance(started, Generation)
+            await started.wait()
+
+    try:
+        await run(50)  # warm up
+        before = time.process_time()
+        await run(turns)
+        return (time.process_time() - before) * 1000 / turns
+    finally:
+        await chat.close(5)
+        await engine.dispose()
+
+
 def measured(pids: dict[str, int], run: Callable[[], dict[str, float]]) -> dict[str, float]:
     """`run`'s figures, plus each process's CPU milliseconds per turn over the same window."""
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
@@ -294,6 +343,7 @@ def main() -> None:
                 {"mariadb": mariadb},
                 lambda: asyncio.run(direct_sql(database_url, args.clients, args.seconds)),
             )
+            core_cpu = asyncio.run(turn_core_cpu(database_url))
     finally:
         llm.stop()
     with llm_in_a_process() as llm_url:
@@ -326,6 +376,10 @@ def main() -> None:
         f"{http_floor['service_cpu_ms_per_turn']:.2f}"
     )
     print(
+        "the turn itself (lease, two transactions, agent, reply task; offline model, no HTTP), "
+        f"CPU ms per turn: {core_cpu:.2f}"
+    )
+    print(
         "one LLM call alone, client CPU ms: "
         + ", ".join(f"{name} {ms:.2f}" for name, ms in llm_cpu.items())
     )
@@ -345,6 +399,7 @@ def main() -> None:
             "cpu_per_turn_vs_thinnest": ratio,
             "llm_call_cpu_ms": llm_cpu,
             "http_stack_only": http_floor,
+            "turn_core_cpu_ms": core_cpu,
         },
     )
 

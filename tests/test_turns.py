@@ -11,10 +11,11 @@ import pytest
 from httpx import AsyncClient
 from sqlalchemy import event, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, AsyncSessionTransaction, async_sessionmaker
 
 from session_service.config import Settings
 from session_service.db.models import ChatSession
+from session_service.db.turn_lock import TurnLocks
 from session_service.db.types import utcnow
 from tests.conftest import serve_app
 from tests.fakes.openai import FakeLLM
@@ -385,6 +386,38 @@ async def test_a_question_that_cannot_be_stored_takes_no_lease(
     assert refused.status_code == 409
     assert await _lease_and_reply(db, session_id) == (None, None)
     assert [seq for seq, *_ in await stored(db, session_id)] == [1, 2, 3]
+
+
+async def test_a_lease_whose_claim_may_have_committed_is_taken_again_at_once(
+    llm_client: AsyncClient,
+    alice: Headers,
+    db: async_sessionmaker[AsyncSession],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    session_id = await new_session(llm_client, alice)
+    owner = (await llm_client.get(f"/api/sessions/{session_id}", headers=alice)).json()["user_id"]
+    engine = db.kw["bind"]
+    locks = TurnLocks(engine, db, lease_seconds=30)
+    real_exit = AsyncSessionTransaction.__aexit__
+
+    async def commit_then_fail(self: AsyncSessionTransaction, *exc_info: Any) -> None:
+        await real_exit(self, *exc_info)  # commits
+        raise ConnectionResetError("the answer to COMMIT was lost")
+
+    async def nothing(_db: AsyncSession) -> None:
+        return None
+
+    monkeypatch.setattr(AsyncSessionTransaction, "__aexit__", commit_then_fail)
+    async with locks.hold(session_id, owner, wait_seconds=5, wait=True) as lease:
+        with pytest.raises(ConnectionResetError):
+            await lease.claim_with(nothing)
+    monkeypatch.undo()
+    assert (await _lease_and_reply(db, session_id))[0] is not None  # left behind, 30 s to run
+    started = time.monotonic()
+    async with locks.hold(session_id, owner, wait_seconds=5, wait=True) as lease:
+        await lease.claim_with(nothing)
+    assert time.monotonic() - started < 1
+    assert await _lease_and_reply(db, session_id) == (None, None)
 
 
 async def test_busy_session_rejects_or_times_out(

@@ -185,12 +185,19 @@ class Lease:
         loop = asyncio.get_running_loop()
         pause = FIRST_POLL_SECONDS
         while True:
-            async with self._locks.session_factory() as db, db.begin():
-                claimed = await self._locks.try_claim(
-                    db, self._session_id, self._owner, self._token
-                )
-                if claimed:
-                    result = await then(db)
+            claimed = committing = False
+            try:
+                async with self._locks.session_factory() as db, db.begin():
+                    claimed = await self._locks.try_claim(
+                        db, self._session_id, self._owner, self._token
+                    )
+                    if claimed:
+                        result = await then(db)
+                        committing = True
+            except BaseException:
+                if committing:  # the commit may have happened after all: ours to take again
+                    self._locks.unreleased.setdefault(self._session_id, self._token)
+                raise
             if claimed:
                 break
             if loop.time() + pause > self._deadline:

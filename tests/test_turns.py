@@ -328,12 +328,19 @@ async def test_an_agent_far_behind_is_rebuilt_not_fed_every_missing_row(
         def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
             statements.append(statement)
 
+        fake_llm.delay = 0.3
         event.listen(Engine, "before_cursor_execute", record)
         try:
-            response = await turn(client, alice, session_id, "now")
+            running = asyncio.create_task(turn(client, alice, session_id, "now"))
+            await asyncio.sleep(0.15)  # the agent has been rebuilt; the LLM is answering
+            # an admin releases every agent not in use: the rebuilt one is in use
+            await client.post("/api/sessions/cleanup", json={"max_age_seconds": 0}, headers=ADMIN)
+            response = await running
         finally:
             event.remove(Engine, "before_cursor_execute", record)
+        status = (await client.get("/api/sessions/status", headers=ADMIN)).json()
     assert response.status_code == 201
+    assert session_id in [agent["session_id"] for agent in status["agents"]]
     sent = conversation(fake_llm.calls[-1])
     assert sent[-2:] == [("assistant", "elsewhere 299"), ("user", "now")]
     assert 3 < len(sent) < 40  # the newest that fit the budget
@@ -394,30 +401,83 @@ async def test_a_lease_whose_claim_may_have_committed_is_taken_again_at_once(
     db: async_sessionmaker[AsyncSession],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    session_id = await new_session(llm_client, alice)
-    owner = (await llm_client.get(f"/api/sessions/{session_id}", headers=alice)).json()["user_id"]
-    engine = db.kw["bind"]
-    locks = TurnLocks(engine, db, lease_seconds=30)
+    session_id, owner = await _session_and_owner(llm_client, alice)
+    locks = TurnLocks(db.kw["bind"], db, lease_seconds=30)
+    # a lease this process could not release earlier (the database was down)
+    async with db() as session:
+        await session.execute(
+            update(ChatSession)
+            .where(ChatSession.session_id == session_id)
+            .values(turn_lock_owner="earlier", turn_lock_expires_at=utcnow() + _seconds(30))
+        )
+        await session.commit()
+    locks.unreleased[session_id] = {"earlier"}
     real_exit = AsyncSessionTransaction.__aexit__
 
     async def commit_then_fail(self: AsyncSessionTransaction, *exc_info: Any) -> None:
         await real_exit(self, *exc_info)  # commits
         raise ConnectionResetError("the answer to COMMIT was lost")
 
-    async def nothing(_db: AsyncSession) -> None:
-        return None
-
     monkeypatch.setattr(AsyncSessionTransaction, "__aexit__", commit_then_fail)
     async with locks.hold(session_id, owner, wait_seconds=5, wait=True) as lease:
         with pytest.raises(ConnectionResetError):
-            await lease.claim_with(nothing)
+            await lease.claim_with(_nothing)  # retakes "earlier"; did it commit? unknown
     monkeypatch.undo()
-    assert (await _lease_and_reply(db, session_id))[0] is not None  # left behind, 30 s to run
+    left_behind, _ = await _lease_and_reply(db, session_id)
+    assert left_behind not in (None, "earlier")  # it did: 30 s to run
     started = time.monotonic()
     async with locks.hold(session_id, owner, wait_seconds=5, wait=True) as lease:
-        await lease.claim_with(nothing)
+        await lease.claim_with(_nothing)
     assert time.monotonic() - started < 1
     assert await _lease_and_reply(db, session_id) == (None, None)
+    assert session_id not in locks.unreleased
+
+
+async def test_a_holder_cancelled_while_letting_go_frees_the_session(
+    llm_client: AsyncClient,
+    alice: Headers,
+    db: async_sessionmaker[AsyncSession],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    session_id, owner = await _session_and_owner(llm_client, alice)
+    locks = TurnLocks(db.kw["bind"], db, lease_seconds=30)
+    real_release = TurnLocks.release
+
+    async def slow_release(self: TurnLocks, session_id: str, token: str) -> None:
+        await asyncio.sleep(0.3)  # a database slow to answer
+        await real_release(self, session_id, token)
+
+    monkeypatch.setattr(TurnLocks, "release", slow_release)
+    claimed = asyncio.Event()
+
+    async def holder() -> None:
+        async with locks.hold(session_id, owner, wait_seconds=5, wait=True) as lease:
+            await lease.claim_with(_nothing)
+            claimed.set()
+
+    async def next_turn() -> None:
+        async with locks.hold(session_id, owner, wait_seconds=3, wait=True) as lease:
+            await lease.claim_with(_nothing)  # once the release has landed
+
+    task = asyncio.create_task(holder())
+    await claimed.wait()
+    waiting = asyncio.create_task(next_turn())  # queued behind the holder in this process
+    await asyncio.sleep(0.05)  # the holder is letting go, slowly
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await waiting
+    assert await _lease_and_reply(db, session_id) == (None, None)
+
+
+async def _session_and_owner(client: AsyncClient, headers: Headers) -> tuple[str, str]:
+    session_id = await new_session(client, headers)
+    owner = (await client.get(f"/api/sessions/{session_id}", headers=headers)).json()["user_id"]
+    return session_id, str(owner)
+
+
+async def _nothing(_db: AsyncSession) -> None:
+    return None
 
 
 async def test_busy_session_rejects_or_times_out(

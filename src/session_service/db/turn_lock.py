@@ -43,7 +43,7 @@ _CLAIM = (
         or_(
             SESSIONS.c.turn_lock_owner.is_(None),
             SESSIONS.c.turn_lock_expires_at < bindparam("now"),
-            SESSIONS.c.turn_lock_owner == bindparam("stale"),
+            SESSIONS.c.turn_lock_owner.in_(bindparam("stale", expanding=True)),
         ),
     )
     .values(turn_lock_owner=bindparam("token"), turn_lock_expires_at=_EXPIRES)
@@ -77,8 +77,8 @@ class TurnLocks:
         self.session_factory = session_factory
         self._lease = timedelta(seconds=lease_seconds)
         self._local: dict[str, _LocalLock] = {}
-        # Leases this process could not release (the database was down): its own to take again.
-        self.unreleased: dict[str, str] = {}
+        # Leases this process may have left behind (the database was down): its own to take again.
+        self.unreleased: dict[str, set[str]] = {}
 
     @contextlib.asynccontextmanager
     async def hold(
@@ -98,12 +98,14 @@ class TurnLocks:
                     await local.lock.acquire()
             except TimeoutError:
                 raise SessionBusy() from None
-            lease = Lease(self, session_id, owner, deadline)
             try:
-                yield lease
+                lease = Lease(self, session_id, owner, deadline)
+                try:
+                    yield lease
+                finally:
+                    await asyncio.shield(lease.end())  # never cut a release in half
             finally:
-                await asyncio.shield(lease.end())  # never cut a release in half
-                local.lock.release()
+                local.lock.release()  # even if cancelled while waiting for the release
         finally:
             local.users -= 1
             if local.users == 0:
@@ -119,7 +121,7 @@ class TurnLocks:
                 "key": session_id,
                 "owner": owner,
                 "now": now,
-                "stale": self.unreleased.get(session_id),
+                "stale": list(self.unreleased.get(session_id, ())),
                 "token": token,
                 "expires": now + self._lease,
             },
@@ -159,7 +161,7 @@ class TurnLocks:
             async with self._engine.begin() as db:
                 await db.execute(_RELEASE, {"key": session_id, "token": token})
         except Exception as exc:  # it expires by itself; the turn's outcome stands
-            self.unreleased[session_id] = token
+            self.unreleased.setdefault(session_id, set()).add(token)
             log.warning("turn lease release failed session_id=%s reason=%r", session_id, exc)
 
 
@@ -196,7 +198,7 @@ class Lease:
                         committing = True
             except BaseException:
                 if committing:  # the commit may have happened after all: ours to take again
-                    self._locks.unreleased.setdefault(self._session_id, self._token)
+                    self._locks.unreleased.setdefault(self._session_id, set()).add(self._token)
                 raise
             if claimed:
                 break

@@ -172,6 +172,29 @@ async def test_sweep_survives_a_failing_sweep(
     )
 
 
+async def test_a_rebuild_whose_caller_went_away_is_made_by_the_next_caller() -> None:
+    pool = AgentPool(10)
+    started = asyncio.Event()
+
+    async def stuck() -> ChatAgent:
+        started.set()
+        await asyncio.sleep(3600)
+        raise AssertionError("not reached")
+
+    async def working() -> ChatAgent:
+        return agent("s")
+
+    first = asyncio.create_task(pool.get_or_restore("s", stuck))
+    await started.wait()
+    second = asyncio.create_task(pool.get_or_restore("s", working))
+    await asyncio.sleep(0.01)  # the second waits for the first's rebuild
+    first.cancel()
+    assert (await second).session_id == "s"
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert "s" in pool
+
+
 def test_agent_history_stays_within_its_token_budget() -> None:
     small = agent("s")
     small.token_budget = 50

@@ -67,17 +67,32 @@ class AgentPool:
     async def get_or_restore(
         self, session_id: str, restore: Callable[[], Awaitable[ChatAgent]]
     ) -> ChatAgent:
-        """The live agent, or one rebuilt by `restore`; concurrent callers share one rebuild."""
-        agent = self.get(session_id)
-        if agent is not None:
-            return agent
-        pending = self._restoring.get(session_id)
-        if pending is not None:
-            return await asyncio.shield(pending)
+        """The live agent, or one rebuilt by `restore`; concurrent callers share one rebuild
+        (if the caller making it goes away, one of the others makes its own)."""
+        while True:
+            agent = self.get(session_id)
+            if agent is not None:
+                return agent
+            pending = self._restoring.get(session_id)
+            if pending is None:
+                return await self._restore(session_id, restore)
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not pending.cancelled() or (task is not None and task.cancelling()):
+                    raise  # this caller is the one cancelled
+
+    async def _restore(
+        self, session_id: str, restore: Callable[[], Awaitable[ChatAgent]]
+    ) -> ChatAgent:
         future: asyncio.Future[ChatAgent] = asyncio.get_running_loop().create_future()
         self._restoring[session_id] = future
         try:
             agent = await restore()
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
         except BaseException as exc:
             log.warning("agent restore failed session_id=%s reason=%r", session_id, exc)
             future.set_exception(exc)

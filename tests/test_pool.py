@@ -52,16 +52,26 @@ def test_release_idle_takes_only_the_idle_and_never_one_in_use() -> None:
         clock.now += 10
     pool.get("a")  # a is fresh again; b is now the least recently used
     clock.now += 15  # idle: b 35 s, c 25 s, a 15 s
-    busy = pool.get("b")
-    assert busy is not None
-    busy.in_use = 1
-    assert pool.release_idle(20) == ["c"]
-    assert "b" in pool  # touched by get() above, and in use
-    busy.in_use = 0
+    with pool.lease("b"):  # a turn on b starts, and runs long
+        clock.now += 30  # idle: c 55 s, a 45 s, b 30 s
+        assert pool.release_idle(20) == ["c", "a"]
+        assert "b" in pool  # idle past the limit, but in use
+    assert pool.release_idle(20) == []  # its turn's end touched it
     clock.now += 100
-    assert sorted(pool.release_idle(20)) == ["a", "b"]
+    assert pool.release_idle(20) == ["b"]
     assert len(pool) == 0
     assert pool.released_idle_total == 3
+
+
+def test_an_agent_rebuilt_during_a_turn_is_in_use_too() -> None:
+    pool = AgentPool(1, clock=Clock())
+    pool.add(agent("s"))
+    with pool.lease("s"):
+        pool.replace(agent("s"))  # the turn rebuilt its agent
+        pool.add(agent("other"))  # over capacity: only the other can go
+        assert "s" in pool
+        assert pool.release_idle(0) == []
+    assert "other" not in pool
 
 
 def test_sweep_stops_at_the_first_fresh_agent() -> None:
@@ -96,11 +106,11 @@ def test_lru_eviction_skips_agents_in_use() -> None:
     first, second = agent("first"), agent("second")
     pool.add(first)
     pool.add(second)
-    first.in_use = 1
-    pool.add(agent("third"))
-    assert "first" in pool
-    assert "second" not in pool
-    assert pool.evictions_total == 1
+    with pool.lease("first"):
+        pool.add(agent("third"))
+        assert "first" in pool
+        assert "second" not in pool
+        assert pool.evictions_total == 1
 
 
 async def test_concurrent_restores_build_one_agent() -> None:

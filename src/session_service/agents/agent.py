@@ -52,7 +52,6 @@ class ChatAgent:
     token_budget: int
     last_seq: int = 0
     last_used: float = 0.0
-    in_use: int = 0
     _history: deque[tuple[type[BaseMessage], str, int]] = field(default_factory=deque)
     _tokens: int = 0
 

@@ -12,8 +12,8 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -36,6 +36,7 @@ class AgentPool:
         self.max_size = max_size
         self._clock = clock
         self._agents: OrderedDict[str, ChatAgent] = OrderedDict()
+        self._in_use: dict[str, int] = {}  # sessions with a running turn, and how many
         self._restoring: dict[str, asyncio.Future[ChatAgent]] = {}
         self.created_total = 0
         self.restores_total = 0
@@ -134,7 +135,7 @@ class AgentPool:
         for session_id, agent in self._agents.items():  # least recently used first
             if now - agent.last_used < max_age:
                 break
-            if not agent.in_use:
+            if session_id not in self._in_use:
                 expired.append(session_id)
         for session_id in expired:
             del self._agents[session_id]
@@ -143,16 +144,19 @@ class AgentPool:
         metrics.AGENTS_ACTIVE.set(len(self._agents))
         return expired
 
-    @asynccontextmanager
-    async def lease(self, agent: ChatAgent) -> AsyncIterator[ChatAgent]:
-        """Mark the agent in use for the length of a turn: no sweep or eviction takes it."""
-        agent.in_use += 1
-        self._touch(agent)
+    @contextmanager
+    def lease(self, session_id: str) -> Iterator[None]:
+        """Mark the session's agent in use for the length of a turn: no sweep or eviction
+        takes it, nor the agent that replaces it if the turn rebuilds it."""
+        self._in_use[session_id] = self._in_use.get(session_id, 0) + 1
+        self.get(session_id)  # touch
         try:
-            yield agent
+            yield
         finally:
-            agent.in_use -= 1
-            self._touch(agent)
+            self._in_use[session_id] -= 1
+            if not self._in_use[session_id]:
+                del self._in_use[session_id]
+            self.get(session_id)  # touch
 
     def snapshot(self, limit: int) -> list[AgentInfo]:
         """The `limit` most idle agents, most idle first."""
@@ -180,10 +184,10 @@ class AgentPool:
 
     def _evict_over_capacity(self) -> None:
         while len(self._agents) > self.max_size:
-            victim = next((a for a in self._agents.values() if not a.in_use), None)
+            victim = next((key for key in self._agents if key not in self._in_use), None)
             if victim is None:
                 return  # every agent is in a running turn: overflow until one finishes
-            del self._agents[victim.session_id]
+            del self._agents[victim]
             self.evictions_total += 1
             metrics.AGENTS_EVICTED.inc()
-            log.info("agent evicted session_id=%s reason=lru pool=%d", victim.session_id, len(self))
+            log.info("agent evicted session_id=%s reason=lru pool=%d", victim, len(self))

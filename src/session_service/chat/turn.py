@@ -229,11 +229,8 @@ class ChatTurns:
         async with lock:  # held until the reply is stored: the next turn sees it
             try:
                 agent = await self._agent_for(row)
-                async with contextlib.AsyncExitStack() as in_use:
-                    await in_use.enter_async_context(self.pool.lease(agent))
-                    caught_up = await self._caught_up(agent, row, question)
-                    if caught_up is not agent:  # rebuilt: the new one is the one in use
-                        agent = await in_use.enter_async_context(self.pool.lease(caught_up))
+                with self.pool.lease(row.session_id):
+                    agent = await self._caught_up(agent, row, question)
                     with _phase("grounding"):
                         grounded = await ground(self.mirror, row, question.content)
                     final: AIMessageChunk | None = None

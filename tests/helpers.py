@@ -92,3 +92,20 @@ async def stored(
     async with db() as session:
         rows = await MessageRepository.from_session(session).after(session_id, 0)
     return [(m.seq, m.role, m.content) for m in rows]
+
+
+def conversation(call: dict[str, Any]) -> list[tuple[str, str]]:
+    """(role, content) of what the LLM was sent, without the system prompt."""
+    return [(m["role"], m["content"]) for m in call["messages"] if m["role"] != "system"]
+
+
+def assert_one_writer(rows: list[tuple[int, str, str]], calls: list[dict[str, Any]]) -> None:
+    """A session's stored `rows` after turns answered by the fake LLM (one call each): every
+    answer right after its question, and every call sent exactly the stored history before its
+    question, in order, each message once."""
+    assert [seq for seq, _, _ in rows] == list(range(1, len(rows) + 1))
+    for (_, role_q, question), (_, role_a, answer) in zip(rows[::2], rows[1::2], strict=True):
+        assert (role_q, role_a, answer) == ("user", "assistant", f"echo: {question}")
+    assert len(calls) == len(rows) // 2
+    for index, call in enumerate(calls):
+        assert conversation(call) == [(role, content) for _, role, content in rows[: 2 * index + 1]]

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from session_service.db.models import ChatMessage, ChatSession
 from tests.fakes.openai import FakeLLM
-from tests.helpers import JWT_SECRET, auth, eventually, stored
+from tests.helpers import JWT_SECRET, assert_one_writer, auth, conversation, eventually, stored
 from tests.processes import Server, serving
 
 LEASE_SECONDS = 2
@@ -119,7 +119,7 @@ async def test_kill_9_mid_turn_then_restart(
                 f"/api/sessions/{session_id}/messages", json={"content": "three"}, headers=alice
             )
         assert after.status_code == 201
-    history = [(m["role"], m["content"]) for m in fake_llm.calls[-1]["messages"][1:]]
+    history = conversation(fake_llm.calls[-1])
     assert history[:3] == [("user", "one"), ("assistant", fake_llm.reply([])), ("user", "two")]
     assert history[-1] == ("user", "three")
 
@@ -150,12 +150,8 @@ async def test_two_processes_keep_one_session_in_order(
         )
         assert [r.status_code for r in responses] == [201] * 12
     rows = await stored(db, session_id)
-    assert [seq for seq, _, _ in rows] == list(range(1, 33))
-    for (_, role_q, question), (_, role_a, answer) in zip(rows[::2], rows[1::2], strict=True):
-        assert (role_q, role_a, answer) == ("user", "assistant", f"echo: {question}")
-    for index, call in enumerate(fake_llm.calls):
-        sent = [(m["role"], m["content"]) for m in call["messages"][1:]]
-        assert sent == [(role, content) for _, role, content in rows[: 2 * index + 1]]
+    assert len(rows) == 32
+    assert_one_writer(rows, fake_llm.calls)
 
 
 async def test_release_delete_and_recreate_across_processes(

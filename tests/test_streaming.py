@@ -15,7 +15,7 @@ from session_service.config import Settings
 from session_service.db.models import ChatMessage, ChatSession
 from session_service.db.types import utcnow
 from tests.fakes.openai import FakeLLM
-from tests.helpers import eventually, stored
+from tests.helpers import conversation, eventually, stored
 from tests.sse import SseEvent, read_events, uvicorn_server
 
 Headers = dict[str, str]
@@ -163,7 +163,7 @@ async def test_client_hanging_up_loses_nothing(
     assert row.generating_message_id is None
     fake_llm.chunk_delay = 0
     await stream_turn(http, alice, session_id, "next")
-    history = [(m["role"], m["content"]) for m in fake_llm.calls[-1]["messages"][1:]]
+    history = conversation(fake_llm.calls[-1])
     assert history == [
         ("user", "long answer please"),
         ("assistant", fake_llm.reply([])),

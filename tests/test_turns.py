@@ -19,7 +19,14 @@ from session_service.db.turn_lock import TurnLocks
 from session_service.db.types import utcnow
 from tests.conftest import serve_app
 from tests.fakes.openai import FakeLLM
-from tests.helpers import add_messages, auth, eventually, stored
+from tests.helpers import (
+    add_messages,
+    assert_one_writer,
+    auth,
+    conversation,
+    eventually,
+    stored,
+)
 
 Headers = dict[str, str]
 ADMIN = auth("root-admin", admin=True)
@@ -38,11 +45,6 @@ async def turn(
     return await client.post(
         f"/api/sessions/{session_id}/messages", json={"content": content, **extra}, headers=headers
     )
-
-
-def conversation(call: dict[str, Any]) -> list[tuple[str, str]]:
-    """(role, content) of what the LLM was sent, without the system prompt."""
-    return [(m["role"], m["content"]) for m in call["messages"] if m["role"] != "system"]
 
 
 async def test_offline_model_end_to_end(client: AsyncClient, alice: Headers) -> None:
@@ -158,13 +160,7 @@ async def test_concurrent_turns_on_one_session_strictly_alternate(
     assert [r.status_code for r in responses] == [201] * 20
     rows = await stored(db, session_id)
     assert len(rows) == 40
-    assert [seq for seq, _, _ in rows] == list(range(1, 41))
-    for (_, role_q, question), (_, role_a, answer) in zip(rows[::2], rows[1::2], strict=True):
-        assert (role_q, role_a) == ("user", "assistant")
-        assert answer == f"echo: {question}"
-    # every LLM call saw the whole history before its question, in order, each message once
-    for index, call in enumerate(fake_llm.calls):
-        assert conversation(call) == [(role, content) for _, role, content in rows[: 2 * index + 1]]
+    assert_one_writer(rows, fake_llm.calls)
 
 
 async def test_two_replicas_interleave_turns_on_one_session(
@@ -187,11 +183,7 @@ async def test_two_replicas_interleave_turns_on_one_session(
         assert [r.status_code for r in responses] == [201] * 10
     rows = await stored(db, session_id)
     assert len(rows) == 28
-    assert [seq for seq, _, _ in rows] == list(range(1, 29))
-    for (_, role_q, question), (_, role_a, answer) in zip(rows[::2], rows[1::2], strict=True):
-        assert (role_q, role_a, answer) == ("user", "assistant", f"echo: {question}")
-    for index, call in enumerate(fake_llm.calls):
-        assert conversation(call) == [(role, content) for _, role, content in rows[: 2 * index + 1]]
+    assert_one_writer(rows, fake_llm.calls)
 
 
 async def test_an_agent_rebuilt_mid_reply_gets_the_reply_once_it_is_stored(

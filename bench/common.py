@@ -99,10 +99,13 @@ def service(
         yield running
 
 
-def mariadb_pid() -> int:
-    """The local MariaDB server's process, to count its CPU time too."""
+def mariadb_pid() -> int | None:
+    """The database server's process, to count its CPU time too; None unless it runs here."""
+    if make_url(SERVER).host not in (None, "127.0.0.1", "localhost"):
+        return None
     found = subprocess.run(["pidof", "mariadbd", "mysqld"], capture_output=True, text=True)
-    return int(found.stdout.split()[0])
+    pids = found.stdout.split()
+    return int(pids[0]) if pids else None
 
 
 @contextmanager

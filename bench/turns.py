@@ -302,22 +302,27 @@ def measured(pids: dict[str, int], run: Callable[[], dict[str, float]]) -> dict[
     return figures
 
 
+def _ms(value: float | None) -> str:
+    return f"{value:>10.2f}" if value is not None else f"{'n/a':>10}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10)
     args = parser.parse_args()
-    mariadb = mariadb_pid()
+    server_pid = mariadb_pid()
+    server = {"mariadb": server_pid} if server_pid is not None else {}
     llm = FakeLLM().start()
     try:
         with scratch_database() as database_url:
             with service(database_url, llm.base_url, POOL) as (base, pid):
                 api = measured(
-                    {"service": pid, "mariadb": mariadb},
+                    {"service": pid, **server},
                     lambda: asyncio.run(through_http(base, args.clients, args.seconds)),
                 )
                 http_floor = measured(
-                    {"service": pid, "mariadb": mariadb},
+                    {"service": pid, **server},
                     lambda: asyncio.run(liveness_only(base, args.clients, args.seconds / 2)),
                 )
             asyncmy_url = make_url(database_url).set(drivername="mysql+asyncmy")
@@ -326,21 +331,21 @@ def main() -> None:
                 pid,
             ):
                 on_asyncmy = measured(
-                    {"service": pid, "mariadb": mariadb},
+                    {"service": pid, **server},
                     lambda: asyncio.run(through_http(base, args.clients, args.seconds)),
                 )
             others = {}
             for name, app in OTHER_APPS.items():
                 with other_app(app, database_url, llm.base_url) as (base, pid):
                     others[name] = measured(
-                        {"service": pid, "mariadb": mariadb},
+                        {"service": pid, **server},
                         lambda: asyncio.run(
                             through_http(base, args.clients, args.seconds, prefix="")
                         ),
                     )
             thin = others["thinnest app"]
             sql = measured(
-                {"mariadb": mariadb},
+                server,
                 lambda: asyncio.run(direct_sql(database_url, args.clients, args.seconds)),
             )
             core_cpu = asyncio.run(turn_core_cpu(database_url))
@@ -359,7 +364,7 @@ def main() -> None:
         service_cpu = figures.get("service_cpu_ms_per_turn", figures["bench_cpu_ms_per_turn"])
         print(
             f"{name:30}{figures['turns_per_second']:>9.1f}{figures['p50_ms']:>9.2f}"
-            f"{figures['p99_ms']:>9.2f}{service_cpu:>11.2f}{figures['mariadb_cpu_ms_per_turn']:>10.2f}"
+            f"{figures['p99_ms']:>9.2f}{service_cpu:>11.2f}{_ms(figures.get('mariadb_cpu_ms_per_turn'))}"
         )
     ratio = api["service_cpu_ms_per_turn"] / thin["service_cpu_ms_per_turn"]
     print(f"our CPU per turn / the thinnest app's: {ratio:.2f}  (target <= 1.5)")

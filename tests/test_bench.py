@@ -1,0 +1,68 @@
+"""The benchmark, run small: `python -m bench` must keep working and keep writing its figures.
+
+Each benchmark runs as from the command line (fewer clients, seconds and sizes), writing its
+JSON and chart to a temporary directory; the figures must be there and hold what the README
+says of them where that is not a matter of the machine's speed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bench import common, scaling, streaming, turns
+
+
+@pytest.fixture
+def results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    monkeypatch.setattr(scaling, "RESULTS", tmp_path)
+    return tmp_path
+
+
+def run(main: Any, monkeypatch: pytest.MonkeyPatch, results: Path, *argv: str) -> Any:
+    monkeypatch.setattr(sys, "argv", ["bench", *argv])
+    main()
+    [written] = results.glob("*.json")
+    return json.loads(written.read_text())
+
+
+def test_turns(results: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    figures = run(turns.main, monkeypatch, results, "--clients", "2", "--seconds", "1")
+    parties = [
+        figures["session_service"],
+        figures["session_service_asyncmy"],
+        *figures["others"].values(),
+    ]
+    assert len(figures["others"]) == 3
+    for party in parties:
+        assert party["turns"] > 0
+        assert party["service_cpu_ms_per_turn"] > 0
+    assert figures["sql_floor"]["turns"] > 0
+    assert figures["turn_core_cpu_ms"] > 0
+    assert figures["http_stack_only"]["service_cpu_ms_per_turn"] > 0
+    llm = figures["llm_call_cpu_ms"]
+    assert llm["httpx"] < llm["ours"] < llm["ChatOpenAI"]  # what skipping the transform saves
+
+
+def test_streaming(results: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    figures = run(streaming.main, monkeypatch, results, "--requests", "20")
+    assert figures["requests"] == 20
+    assert figures["service_first_delta_p50_ms"] > figures["llm_first_chunk_p50_ms"] > 0
+
+
+def test_scaling(results: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    figures = run(scaling.main, monkeypatch, results, "--quick")
+    assert [row["messages"] for row in figures["restore"]] == [10, 100, 1000]
+    for row in figures["restore"]:
+        assert row["restore_get_ms"] > 0
+        assert row["bare_select_ms"] > 0
+    assert set(figures["turn_ms_by_history"]) == {"10", "1000"}
+    for row in figures["memory"]:
+        assert 0 < row["bytes_per_agent_beyond_text"] < 8 * 1024
+    none_expired, some_expired = figures["sweep"]
+    assert (none_expired["expired"], some_expired["expired"]) == (0, 100)
+    assert (results / "scaling.png").stat().st_size > 0

@@ -56,12 +56,18 @@ class Settings(BaseSettings):
     turn_lock_lease_seconds: float = Field(30, ge=1)
 
     auth_jwt_secret: SecretStr | None = None
+    # Tokens from an identity provider (RS256/ES256), verified against its published keys.
+    auth_jwks_url: str | None = None
+    auth_issuer: str | None = None
+    auth_audience: str | None = None
+
+    cors_allow_origins: Annotated[list[str], NoDecode] = []
 
     log_file: str = "logs/app.log"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 
-    @field_validator("ragflow_dataset_ids", mode="before")
+    @field_validator("ragflow_dataset_ids", "cors_allow_origins", mode="before")
     @classmethod
     def _split_ids(cls, value: object) -> object:
         if isinstance(value, str):
@@ -74,6 +80,12 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < 32:
             raise ValueError("must be at least 32 characters (e.g. `openssl rand -hex 32`)")
         return value
+
+    @model_validator(mode="after")
+    def _jwks_complete(self) -> Settings:
+        if self.auth_jwks_url and not (self.auth_issuer and self.auth_audience):
+            raise ValueError("AUTH_JWKS_URL is set, so AUTH_ISSUER and AUTH_AUDIENCE are needed too")
+        return self
 
     @model_validator(mode="after")
     def _ragflow_complete(self) -> Settings:
@@ -116,8 +128,8 @@ class Settings(BaseSettings):
 
     @property
     def dev_mode(self) -> bool:
-        """No JWT secret: every request acts as the admin user `dev` (local use only)."""
-        return self.auth_jwt_secret is None
+        """No JWT secret and no JWKS: every request acts as the admin user `dev` (local only)."""
+        return self.auth_jwt_secret is None and self.auth_jwks_url is None
 
     @property
     def ragflow_enabled(self) -> bool:

@@ -38,7 +38,12 @@ async def get_settings(request: Request) -> Settings:
 
 
 async def get_db(request: Request) -> AsyncIterator[AsyncSession]:
-    """One transaction per request: committed on success, rolled back on any error."""
+    """One transaction per request: committed on success, rolled back on any error.
+
+    Used with `scope="function"` (DbSession): the commit runs when the endpoint returns, before
+    the answer is sent, so no client holds a 2xx for a write that is not committed (FastAPI
+    runs a request-scoped exit after the response).
+    """
     factory: async_sessionmaker[AsyncSession] = request.state.session_factory
     async with factory() as session:
         yield session
@@ -65,7 +70,7 @@ async def get_mirror(request: Request) -> Mirror | None:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-DbSession = Annotated[AsyncSession, Depends(get_db)]
+DbSession = Annotated[AsyncSession, Depends(get_db, scope="function")]
 PoolDep = Annotated[AgentPool, Depends(get_pool)]
 TurnsDep = Annotated[ChatTurns, Depends(get_turns)]
 MirrorDep = Annotated[Mirror | None, Depends(get_mirror)]

@@ -84,7 +84,9 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _jwks_complete(self) -> Settings:
         if self.auth_jwks_url and not (self.auth_issuer and self.auth_audience):
-            raise ValueError("AUTH_JWKS_URL is set, so AUTH_ISSUER and AUTH_AUDIENCE are needed too")
+            raise ValueError(
+                "AUTH_JWKS_URL is set, so AUTH_ISSUER and AUTH_AUDIENCE are needed too"
+            )
         return self
 
     @model_validator(mode="after")

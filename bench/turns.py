@@ -272,7 +272,6 @@ async def turn_core_cpu(database_url: str, turns: int = 600) -> float:
                     row, _ = await create_session(
                         db, user, None, session_id=None, title="bench", context={}
                     )
-                    await db.commit()
                 session_id = row.session_id
                 chat.pool.add(chat.new_agent(row))  # as the API does when it creates one
             started = await chat.begin(user, session_id, f"question {index}", stream=False)

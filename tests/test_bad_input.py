@@ -3,6 +3,7 @@ no LLM call."""
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -19,6 +20,20 @@ USER = "bad-input-user"
 HEADERS = auth(USER)
 SESSION = "bad-input-session"
 BIG = b'{"content": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+TURN = f"/api/sessions/{SESSION}/messages"
+HUGE = "99999999999999999999"  # past 64 bits
+# What Python's json reads but JSON and UTF-8 do not have: each in every kind of field.
+UNENCODABLE = [b"NaN", b"Infinity", b"-Infinity", b"1e999", b'"\\ud800"', b'"x\\udfffy"']
+RAW_SURROGATE = b'"\xed\xa0\x80"'  # a surrogate's UTF-8 bytes, not valid UTF-8
+
+
+def _with(template: str) -> list[bytes]:
+    return [template.encode().replace(b"@", value) for value in [*UNENCODABLE, RAW_SURROGATE]]
+
+
+def _cursor(payload: str) -> str:
+    return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
+
 
 # (method, path, body: json value | raw bytes | None, query, expected status)
 CASES: list[tuple[str, str, Any, dict[str, Any] | None, int]] = [
@@ -90,6 +105,42 @@ CASES: list[tuple[str, str, Any, dict[str, Any] | None, int]] = [
     ("POST", "/api/sessions/cleanup", {"max_age_seconds": -1}, None, 422),
     ("POST", "/api/sessions/cleanup", {"max_age_seconds": "soon"}, None, 422),
     ("GET", "/api/sessions/status", None, {"agents_limit": -5}, 422),
+    # values JSON and UTF-8 do not have, in every field (and in unknown ones)
+    *[("POST", "/api/sessions", body, None, 422) for body in _with('{"title": @}')],
+    *[("POST", "/api/sessions", body, None, 422) for body in _with('{"context": {"k": @}}')],
+    *[("POST", "/api/sessions", body, None, 422) for body in _with('{"context": {"k": [1, @]}}')],
+    *[("POST", "/api/sessions", body, None, 422) for body in _with('{"session_id": @}')],
+    *[("POST", "/api/sessions", body, None, 422) for body in _with('{"other": @}')],
+    ("POST", "/api/sessions", b'{"context": {"\\ud800": 1}}', None, 422),
+    *[("PATCH", f"/api/sessions/{SESSION}", body, None, 422) for body in _with('{"title": @}')],
+    *[("PATCH", f"/api/sessions/{SESSION}", b, None, 422) for b in _with('{"context": {"k": @}}')],
+    *[("POST", TURN, body, None, 422) for body in _with('{"content": @}')],
+    *[("POST", TURN, b, None, 422) for b in _with('{"content": "x", "client_message_id": @}')],
+    *[("POST", TURN, body, None, 422) for body in _with('{"content": "x", "stream": @}')],
+    *[("POST", TURN, body, None, 422) for body in _with('{"content": "x", "if_busy": @}')],
+    *[("POST", "/api/sessions/cleanup", b, None, 422) for b in _with('{"max_age_seconds": @}')],
+    ("POST", "/api/sessions/cleanup", b'{"max_age_seconds": ' + HUGE.encode() + b"}", None, 422),
+    # empty and blank titles
+    ("POST", "/api/sessions", {"title": ""}, None, 422),
+    ("POST", "/api/sessions", {"title": " \t\n"}, None, 422),
+    ("PATCH", f"/api/sessions/{SESSION}", {"title": ""}, None, 422),
+    ("PATCH", f"/api/sessions/{SESSION}", {"title": "   "}, None, 422),
+    # integers past 64 bits in paths and queries (and inside cursors)
+    ("GET", f"/api/sessions/{SESSION}/messages/{HUGE}/stream", None, None, 422),
+    ("GET", f"/api/sessions/{SESSION}/messages/9223372036854775808/stream", None, None, 422),
+    ("GET", "/api/sessions", None, {"limit": HUGE}, 422),
+    ("GET", f"/api/sessions/{SESSION}", None, {"messages_limit": HUGE}, 422),
+    ("GET", f"/api/sessions/{SESSION}/messages", None, {"limit": HUGE}, 422),
+    (
+        "GET",
+        f"/api/sessions/{SESSION}/messages",
+        None,
+        {"before": _cursor('{"before":' + HUGE + "}")},
+        422,
+    ),
+    ("GET", "/api/audit", None, {"cursor": _cursor('{"before":' + HUGE + "}")}, 422),
+    ("GET", "/api/audit", None, {"limit": HUGE}, 422),
+    ("GET", "/api/sessions/status", None, {"agents_limit": HUGE}, 422),
 ]
 
 
@@ -127,7 +178,7 @@ async def test_bad_input_is_refused_cleanly(
     before = await counts(db)
     headers = (
         {**HEADERS, **auth("an-admin", admin=True)}
-        if "cleanup" in path or "status" in path
+        if any(admin in path for admin in ("cleanup", "status", "audit"))
         else HEADERS
     )
     if isinstance(body, bytes):
@@ -146,7 +197,7 @@ async def test_bad_input_is_refused_cleanly(
     assert isinstance(detail, str | list)
     assert await counts(db) == before
     assert fake_llm.calls == []
-    json.dumps(detail)
+    json.dumps(detail, allow_nan=False).encode()
 
 
 async def test_an_oversized_body_sent_without_a_length_is_refused(

@@ -30,6 +30,7 @@ from session_service.background import Repeating
 from session_service.chat.mirror import Mirror
 from session_service.chat.turn import ChatTurns
 from session_service.config import Settings, load_settings
+from session_service.db.contention import Busy, is_contention
 from session_service.db.engine import create_engine, create_session_factory
 from session_service.db.turn_lock import TurnLocks
 from session_service.deps import State
@@ -195,6 +196,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _database_down(request: Request, exc: Exception) -> JSONResponse:
+    if is_contention(exc):  # the database is up: another transaction held the rows
+        log.info("contention on %s %s: %s", request.method, request.url.path, exc)
+        return await _service_error(request, Busy())
     log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
     return await _service_error(
         request, DatabaseUnavailable("database unavailable, try again later")

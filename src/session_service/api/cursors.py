@@ -13,6 +13,8 @@ from fastapi.exceptions import RequestValidationError
 
 from session_service.db.repositories import SessionKey
 
+MAX_POSITION = 2**63 - 1  # ids and sequence numbers are signed 64-bit integers
+
 
 def _encode(payload: dict[str, Any]) -> str:
     raw = json.dumps(payload, separators=(",", ":")).encode()
@@ -65,6 +67,10 @@ def encode_position_cursor(position: int) -> str:
 
 def decode_position_cursor(cursor: str, parameter: str) -> int:
     position = _decode(cursor, parameter).get("before")
-    if not isinstance(position, int) or isinstance(position, bool) or position < 1:
+    if (
+        not isinstance(position, int)
+        or isinstance(position, bool)
+        or not 0 < position <= MAX_POSITION
+    ):
         raise invalid_cursor(parameter, cursor)
     return position

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from session_service.chat.sessions import DEFAULT_TITLE
 from session_service.db.models import TITLE_LENGTH, AuditEvent, ChatMessage, ChatSession
 from session_service.deps import SESSION_ID_PATTERN
 
 RESERVED_SESSION_IDS = frozenset({"status", "cleanup"})
-DEFAULT_TITLE = "New chat"
+MAX_CLEANUP_AGE_SECONDS = 10 * 365 * 24 * 3600  # "every agent idle at all" needs no more
+
+
+def _not_blank(title: str) -> str:
+    if not title.strip():
+        raise ValueError("title must not be empty or blank")
+    return title
+
+
+Title = Annotated[str, Field(max_length=TITLE_LENGTH), AfterValidator(_not_blank)]
 
 
 class SessionCreate(BaseModel):
@@ -28,7 +38,7 @@ class SessionCreate(BaseModel):
         },
     )
 
-    title: str = Field(DEFAULT_TITLE, max_length=TITLE_LENGTH)
+    title: Title = DEFAULT_TITLE
     context: dict[str, Any] = Field(default_factory=dict)
     session_id: str | None = Field(
         None,
@@ -49,7 +59,7 @@ class SessionUpdate(BaseModel):
         extra="forbid", json_schema_extra={"examples": [{"title": "Lisbon, spring 2026"}]}
     )
 
-    title: str | None = Field(None, max_length=TITLE_LENGTH)
+    title: Title | None = None
     context: dict[str, Any] | None = Field(None, description="Replaces the whole context.")
 
 
@@ -199,16 +209,33 @@ class AgentStatus(BaseModel):
     user_id: str
     idle_seconds: float
     last_used_at: datetime
+    worker_pid: int = Field(description="The worker process holding the agent.")
+
+
+class WorkerPoolStatus(BaseModel):
+    """One worker process's share of the replica's agents."""
+
+    pid: int
+    active_agents: int
+    max_agents: int
+    evictions_total: int
+    restores_total: int
 
 
 class PoolStatus(BaseModel):
+    """Every worker process of this replica together (`serve --workers N`), and each one in
+    `workers`: counts and `max_agents` are sums, `agents` the most idle of all of them."""
+
     active_agents: int
     max_agents: int
-    max_age_seconds: float
-    cleanup_interval_seconds: float
+    max_age_seconds: int = Field(description="AGENT_MAX_AGE_SECONDS, rounded up to seconds.")
+    cleanup_interval_seconds: int = Field(
+        description="AGENT_CLEANUP_INTERVAL_SECONDS, rounded up to seconds."
+    )
     evictions_total: int
     restores_total: int
     agents: list[AgentStatus]
+    workers: list[WorkerPoolStatus]
 
 
 class CleanupRequest(BaseModel):
@@ -216,12 +243,23 @@ class CleanupRequest(BaseModel):
         extra="forbid", json_schema_extra={"examples": [{"max_age_seconds": 600}]}
     )
 
-    max_age_seconds: int | None = Field(None, ge=0)
+    max_age_seconds: int | None = Field(None, ge=0, le=MAX_CLEANUP_AGE_SECONDS)
+
+
+class WorkerCleanup(BaseModel):
+    """What one worker process released, and what it still holds."""
+
+    pid: int
+    released: int
+    active_agents: int
 
 
 class CleanupResponse(BaseModel):
+    """Every worker process of this replica together, and each one in `workers`."""
+
     released: int
     active_agents: int
+    workers: list[WorkerCleanup]
 
 
 class AuditItem(BaseModel):

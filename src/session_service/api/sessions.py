@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 
 from session_service.api.cursors import (
     decode_position_cursor,
@@ -22,6 +22,7 @@ from session_service.api.schemas import (
     SessionPublic,
     SessionUpdate,
 )
+from session_service.api.strict_json import StrictJSONRoute
 from session_service.chat.sessions import create_session, delete_session, update_session
 from session_service.db.repositories import MessageRepository, SessionKey, SessionRepository
 from session_service.deps import (
@@ -37,6 +38,7 @@ router = APIRouter(
     prefix="/api/sessions",
     tags=["sessions"],
     responses=USER_ROUTE,
+    route_class=StrictJSONRoute,
 )
 
 
@@ -46,20 +48,31 @@ router = APIRouter(
     status_code=status.HTTP_201_CREATED,
     responses={
         200: {"model": SessionPublic, "description": "You already own a session with that id"},
-        **error(409, "That session_id belongs to someone else"),
+        **error(
+            409,
+            "That session_id belongs to someone else, or is yours with another title or context",
+        ),
     },
 )
 async def create(
-    body: SessionCreate,
     user: CurrentUser,
     db: DbSession,
     turns: TurnsDep,
     mirror: MirrorDep,
     response: Response,
+    body: SessionCreate | None = None,
 ) -> SessionPublic:
-    """Create a session (idempotent for a caller-chosen `session_id`) and its agent."""
+    """Create a session (idempotent for a caller-chosen `session_id`) and its agent. Every
+    field is optional: no body at all creates an untitled session."""
+    body = body or SessionCreate()
+    given = body.model_fields_set
     row, created = await create_session(
-        db, user, mirror, session_id=body.session_id, title=body.title, context=body.context
+        db,
+        user,
+        mirror,
+        session_id=body.session_id,
+        title=body.title if "title" in given else None,
+        context=body.context if "context" in given else None,
     )
     if created:
         turns.pool.add(turns.new_agent(row))
@@ -124,12 +137,13 @@ async def update(
     pool: PoolDep,
     mirror: MirrorDep,
 ) -> SessionPublic:
-    """Rename a session (and its RAGFlow mirror) or replace its context."""
+    """Rename a session (and its RAGFlow mirror) or replace its context; `{}` changes
+    nothing."""
     renamed = body.title is not None and body.title != session.title
-    row = await update_session(db, user, session, title=body.title, context=body.context)
+    await update_session(db, user, session, title=body.title, context=body.context)
     if renamed and mirror is not None:
-        await mirror.rename(row)
-    return SessionPublic.of(row, agent_active=row.session_id in pool)
+        await mirror.rename(session)  # after the commit: a RAGFlow call holds no row lock
+    return SessionPublic.of(session, agent_active=session.session_id in pool)
 
 
 @router.delete(
@@ -144,13 +158,12 @@ async def delete(
     db: DbSession,
     pool: PoolDep,
     mirror: MirrorDep,
-    background: BackgroundTasks,
 ) -> None:
     """Delete a session, its messages and its RAGFlow mirror, and release its agent."""
-    await delete_session(db, user, session, mirror)
+    await delete_session(db, user, session.session_id, mirror)  # committed
     pool.release(session.session_id)
     if mirror is not None:
-        background.add_task(mirror.wake)  # after the commit: delete the mirror now
+        mirror.wake()  # delete the mirror now
 
 
 @router.get(

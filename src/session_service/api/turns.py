@@ -12,8 +12,10 @@ from fastapi import APIRouter, Header, Path, Request, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from session_service.api.cursors import MAX_POSITION
 from session_service.api.responses import SESSION_NOT_FOUND, USER_ROUTE, error
 from session_service.api.schemas import MessagePublic, TurnRequest, TurnResponse
+from session_service.api.strict_json import StrictJSONRoute
 from session_service.chat.generation import (
     DELTA,
     MESSAGE_END,
@@ -29,7 +31,7 @@ from session_service.db.repositories import MessageRepository
 from session_service.deps import CurrentUser, SessionIdPath, TurnsDep
 from session_service.errors import NotFound, PayloadTooLarge
 
-router = APIRouter(prefix="/api/sessions", tags=["chat"])
+router = APIRouter(prefix="/api/sessions", tags=["chat"], route_class=StrictJSONRoute)
 MAX_CONTENT_CHARS = 32000
 HEARTBEAT_SECONDS = 15  # a comment line, so idle proxies do not cut a slow generation
 REJOIN_POLL_SECONDS = 0.5
@@ -111,7 +113,9 @@ async def post_message(
 )
 async def follow_reply(
     session_id: SessionIdPath,
-    message_id: Annotated[int, Path(ge=1, description="`assistant_message_id` of message_start")],
+    message_id: Annotated[
+        int, Path(ge=1, le=MAX_POSITION, description="`assistant_message_id` of message_start")
+    ],
     user: CurrentUser,
     turns: TurnsDep,
     last_event_id: Annotated[str | None, Header(description="the last event id you got")] = None,

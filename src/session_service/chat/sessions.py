@@ -1,4 +1,7 @@
-"""A session's life in the persistent layer: create (idempotently) and delete."""
+"""A session's life in the persistent layer: create (idempotently), change and delete.
+
+Each write commits before it returns, so that what the caller does next (answer, release the
+agent, wake the mirror's deletions) happens after the change is durable."""
 
 from __future__ import annotations
 
@@ -17,6 +20,8 @@ from session_service.errors import Conflict, SessionNotFound
 
 log = logging.getLogger(__name__)
 
+DEFAULT_TITLE = "New chat"
+
 
 async def owned_session(db: AsyncSession, session_id: str, user: User) -> ChatSession:
     """The caller's session; SessionNotFound whether it is unknown or someone else's."""
@@ -32,25 +37,29 @@ async def create_session(
     mirror: Mirror | None,
     *,
     session_id: str | None,
-    title: str,
-    context: dict[str, Any],
+    title: str | None,
+    context: dict[str, Any] | None,
 ) -> tuple[ChatSession, bool]:
-    """Create the session (and its RAGFlow mirror), or return the caller's existing one.
+    """Create the session (and its RAGFlow mirror) and commit it, or return the caller's
+    existing one when this repeats its creation.
 
-    Returns the row and whether it was created. Someone else's id is a conflict. When RAGFlow
-    cannot make the mirror now, the session is created without one and the first turn makes it.
+    `title` and `context` are None when not given. Returns the row and whether it was created.
+    Someone else's id, or one of the caller's own with another title or context, is a
+    conflict. When RAGFlow cannot make the mirror now, the session is created without one and
+    the first turn makes it.
     """
     sessions = SessionRepository.from_session(db)
     if session_id is not None:
         existing = await sessions.get(session_id)
         if existing is not None:
-            return _owned(existing, user), False
+            return _repeated(existing, user, title, context), False
+    title = DEFAULT_TITLE if title is None else title
     mirror_id = await mirror.create(title, user.id) if mirror is not None else None
     row = ChatSession(
         session_id=session_id or uuid.uuid4().hex,
         user_id=user.id,
         title=title,
-        context=context,
+        context=context or {},
         ragflow_session_id=mirror_id,
     )
     try:
@@ -60,10 +69,12 @@ async def create_session(
         await db.rollback()
         if mirror is not None and mirror_id is not None:
             await mirror.forget(db, mirror_id)
+            await db.commit()
+            mirror.wake()
         existing = await sessions.get(row.session_id)
         if existing is None:
             raise
-        return _owned(existing, user), False
+        return _repeated(existing, user, title, context), False
     await AuditRepository.from_session(db).record(
         user.id,
         "session.created",
@@ -71,6 +82,7 @@ async def create_session(
         user_id=user.id,
         detail={"title": title},
     )
+    await db.commit()
     log.info("session created session_id=%s user_id=%s", row.session_id, user.id)
     return row, True
 
@@ -82,10 +94,15 @@ async def update_session(
     *,
     title: str | None,
     context: dict[str, Any] | None,
-) -> ChatSession:
-    """Rename the session or replace its context, and say so in the audit log."""
+) -> bool:
+    """Rename the session or replace its context, say so in the audit log, and commit; whether
+    anything changed (a title or context equal to the stored one is no change)."""
+    title = title if title != row.title else None
+    context = context if context != row.context else None
+    if title is None and context is None:
+        return False
     audit = AuditRepository.from_session(db)
-    if title is not None and title != row.title:
+    if title is not None:
         await audit.record(
             user.id,
             "session.renamed",
@@ -97,20 +114,37 @@ async def update_session(
         await audit.record(
             user.id, "session.context_replaced", session_id=row.session_id, user_id=row.user_id
         )
-    return await SessionRepository.from_session(db).update(row, title=title, context=context)
+    await SessionRepository.from_session(db).update(row, title=title, context=context)
+    await db.commit()
+    return True
 
 
-def _owned(row: ChatSession, user: User) -> ChatSession:
+def _repeated(
+    row: ChatSession, user: User, title: str | None, context: dict[str, Any] | None
+) -> ChatSession:
+    """The caller's session, when a create repeats with nothing that differs from it."""
     if row.user_id != user.id:
         raise Conflict("session_id is already taken")
+    if (title is not None and title != row.title) or (
+        context is not None and context != row.context
+    ):
+        raise Conflict(
+            "you already have a session with this session_id and another title or context; "
+            "PATCH it to change them"
+        )
     return row
 
 
 async def delete_session(
-    db: AsyncSession, user: User, row: ChatSession, mirror: Mirror | None
+    db: AsyncSession, user: User, session_id: str, mirror: Mirror | None
 ) -> None:
-    """Delete the session's rows and queue its mirror's deletion, all in one transaction."""
-    await SessionRepository.from_session(db).delete(row.session_id)
+    """Delete the session's rows and queue its mirror's deletion, all in one transaction, and
+    commit it; SessionNotFound if a concurrent delete came first."""
+    sessions = SessionRepository.from_session(db)
+    row = await sessions.lock(session_id)  # as it is now: a turn may have just added to it
+    if row is None:
+        raise SessionNotFound()
+    await sessions.delete(session_id)
     await AuditRepository.from_session(db).record(
         user.id,
         "session.deleted",
@@ -127,6 +161,7 @@ async def delete_session(
                 row.ragflow_session_id,
                 row.session_id,
             )
+    await db.commit()
     log.info(
         "session deleted session_id=%s user_id=%s messages=%d",
         row.session_id,

@@ -32,6 +32,7 @@ from session_service.chat.grounding import ground
 from session_service.chat.mirror import Mirror
 from session_service.chat.sessions import owned_session
 from session_service.config import Settings
+from session_service.db.contention import Busy, is_contention, retry_on_contention
 from session_service.db.models import ChatMessage, ChatSession
 from session_service.db.repositories import MessageRepository, SessionRepository
 from session_service.db.turn_lock import Lease, TurnLocks
@@ -93,7 +94,7 @@ class ChatTurns:
         if client_message_id is not None:  # a repeat is answered without taking the lock
             async with self.session_factory() as db:
                 await owned_session(db, session_id, user)
-                answered = await self._answered(db, session_id, client_message_id)
+                answered = await self._answered(db, session_id, client_message_id, content)
                 if answered is not None:
                     return answered
         lock = contextlib.AsyncExitStack()
@@ -110,7 +111,7 @@ class ChatTurns:
             # The lease's claim has locked the session's row (and checked its owner).
             row = await owned_session(db, session_id, user)
             if client_message_id is not None:
-                answered = await self._answered(db, session_id, client_message_id)
+                answered = await self._answered(db, session_id, client_message_id, content)
                 if answered is not None:
                     return row, answered
             await self._interrupt_orphan(db, row)
@@ -289,13 +290,14 @@ class ChatTurns:
         message_id, now = placeholder.id, utcnow()
 
         async def store(db: AsyncSession) -> None:
-            if not await MessageRepository.from_session(db).finish(message_id, content, meta, now):
-                raise SessionNotFound()  # deleted while the reply was generated
+            # The session's row first, as every writer of its messages does (no deadlock).
             await SessionRepository.from_session(db).clear_generating(
                 session_id, message_id, updated_at=now
             )
+            if not await MessageRepository.from_session(db).finish(message_id, content, meta, now):
+                raise SessionNotFound()  # deleted while the reply was generated
 
-        await lease.release_with(store)
+        await retry_on_contention(lambda: lease.release_with(store), "storing a reply")
         placeholder.content, placeholder.meta, placeholder.timestamp = content, meta, now
         return placeholder
 
@@ -311,19 +313,24 @@ class ChatTurns:
             sum(map(len, parts)),
             exc,
         )
-        assert placeholder.id is not None
-        try:
+        message_id = placeholder.id
+        assert message_id is not None
+
+        async def keep_what_was_generated() -> None:
             async with self.session_factory() as db, db.begin():
                 sessions = SessionRepository.from_session(db)
-                if not await sessions.clear_generating(session_id, placeholder.id):
-                    return error  # the session is gone, or another turn recovered the reply
+                if not await sessions.clear_generating(session_id, message_id):
+                    return  # the session is gone, or another turn recovered the reply
                 messages = MessageRepository.from_session(db)
                 if parts:
                     meta = {"status": INTERRUPTED, "error": error.detail}
-                    await messages.finish(placeholder.id, "".join(parts), meta, utcnow())
+                    await messages.finish(message_id, "".join(parts), meta, utcnow())
                 else:
-                    await messages.remove(placeholder.id)
+                    await messages.remove(message_id)
                     await sessions.record_messages(session_id, -1, utcnow())
+
+        try:
+            await retry_on_contention(keep_what_was_generated, "storing a failed reply")
         except Exception as cleanup:  # the database is down too: the orphan sweep finishes it
             log.warning("failed reply not stored session_id=%s reason=%r", session_id, cleanup)
         return error
@@ -338,6 +345,8 @@ class ChatTurns:
         question = None
         if client_message_id is not None:
             question = await messages.by_client_id(row.session_id, client_message_id)
+            if question is not None:
+                _same_question(question, content)
             if question is not None and question.seq != row.message_count:
                 raise Conflict(
                     "client_message_id was used for an earlier message that is no longer "
@@ -436,13 +445,14 @@ class ChatTurns:
         return Conflict("the session changed during this turn; nothing more was stored")
 
     async def _answered(
-        self, db: AsyncSession, session_id: str, client_message_id: str
+        self, db: AsyncSession, session_id: str, client_message_id: str, content: str
     ) -> TurnResult | None:
         """The stored pair for a repeated client_message_id, if its answer is stored whole."""
         messages = MessageRepository.from_session(db)
         question = await messages.by_client_id(session_id, client_message_id)
         if question is None:
             return None
+        _same_question(question, content)
         reply = await messages.at_seq(session_id, question.seq + 1)
         if reply is None or reply.role != "assistant" or reply.meta.get("status") == STREAMING:
             return None
@@ -475,9 +485,20 @@ def _phase(name: str) -> Iterator[None]:
         metrics.TURN_PHASE_SECONDS.labels(name).observe(time.perf_counter() - started)
 
 
+def _same_question(question: ChatMessage, content: str) -> None:
+    """A repeated client_message_id must repeat its message, not send another one."""
+    if question.content != content:
+        raise Conflict(
+            "client_message_id was already used for a different message; send this one "
+            "with a new client_message_id"
+        )
+
+
 def _unexpected(exc: Exception) -> ServiceError:
     from sqlalchemy.exc import SQLAlchemyError
 
+    if is_contention(exc):
+        return Busy()
     if isinstance(exc, SQLAlchemyError):
         return DatabaseUnavailable("database unavailable while storing the reply")
     return UpstreamFailed(f"the reply failed: {type(exc).__name__}")

@@ -111,8 +111,19 @@ class SessionRepository:
         await self.session.flush()
         return row
 
+    async def lock(self, session_id: str) -> ChatSession | None:
+        """The session's row, fresh and locked until the transaction ends (None if gone).
+
+        Every transaction that writes a session's messages locks its row first (a turn's lease
+        claim does), so two of them never wait for each other in opposite orders (deadlock).
+        """
+        return await self.session.get(
+            ChatSession, session_id, with_for_update=True, populate_existing=True
+        )
+
     async def delete(self, session_id: str) -> None:
-        """Delete the session and its messages (explicitly, whatever the foreign keys do)."""
+        """Delete the session and its messages (explicitly, whatever the foreign keys do);
+        lock its row first (see `lock`)."""
         await self.session.execute(
             delete(ChatMessage).where(col(ChatMessage.session_id) == session_id)
         )

@@ -18,8 +18,10 @@ from datetime import timedelta
 from typing import TypeVar
 
 from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from session_service.db.contention import is_contention
 from session_service.db.models import SESSIONS
 from session_service.db.types import utcnow
 from session_service.errors import Conflict, SessionNotFound
@@ -196,9 +198,13 @@ class Lease:
                     if claimed:
                         result = await then(db)
                         committing = True
+            except DBAPIError as exc:
+                if not is_contention(exc):  # the database may be down: see below
+                    self._forget_if(committing)
+                    raise
+                claimed = False  # rolled back whole: another writer has the row, poll again
             except BaseException:
-                if committing:  # the commit may have happened after all: ours to take again
-                    self._locks.unreleased.setdefault(self._session_id, set()).add(self._token)
+                self._forget_if(committing)
                 raise
             if claimed:
                 break
@@ -222,6 +228,10 @@ class Lease:
             await db.execute(_RELEASE, {"key": self._session_id, "token": self._token})
         self._claimed = False
         return result
+
+    def _forget_if(self, committing: bool) -> None:
+        if committing:  # the commit may have happened after all: ours to take again
+            self._locks.unreleased.setdefault(self._session_id, set()).add(self._token)
 
     async def end(self) -> None:
         await self._stop_renewing()

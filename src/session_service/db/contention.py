@@ -1,0 +1,60 @@
+"""Contention is not an outage: a deadlock or a lock wait that timed out means another
+transaction held what this one needed. The database is up; the transaction is undone whole and
+may simply run again."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from sqlalchemy.exc import DBAPIError
+
+from session_service.errors import Conflict
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DEADLOCK = 1213  # ER_LOCK_DEADLOCK (also a Galera certification conflict)
+LOCK_WAIT_TIMEOUT = 1205  # ER_LOCK_WAIT_TIMEOUT
+ATTEMPTS = 4
+FIRST_PAUSE_SECONDS = 0.02
+
+
+class Busy(Conflict):
+    def __init__(self) -> None:
+        super().__init__("the session is busy with a concurrent change; try again")
+
+
+def is_contention(exc: BaseException) -> bool:
+    """A MySQL/MariaDB deadlock or lock-wait timeout (the transaction was rolled back)."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    args: tuple[object, ...] = getattr(exc.orig, "args", ())
+    return bool(args) and args[0] in (DEADLOCK, LOCK_WAIT_TIMEOUT)
+
+
+async def retry_on_contention(
+    transaction: Callable[[], Awaitable[T]], what: str, *, attempts: int = ATTEMPTS
+) -> T:
+    """Run `transaction` (which opens and commits its own) again while it loses to contention;
+    Busy (409) when it loses every time."""
+    pause = FIRST_PAUSE_SECONDS
+    for attempt in range(1, attempts):
+        try:
+            return await transaction()
+        except DBAPIError as exc:
+            if not is_contention(exc):
+                raise
+            log.info("contention on %s attempt=%d reason=%s", what, attempt, exc.orig)
+        await asyncio.sleep(pause * (1 + random.random()))
+        pause *= 2
+    try:
+        return await transaction()
+    except DBAPIError as exc:
+        if is_contention(exc):
+            raise Busy() from exc
+        raise

@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from session_service.agents.pool import AgentPool
-from session_service.auth import DEV_USER, User, user_from_token
+from session_service.auth import DEV_USER, TokenVerifier, User
 from session_service.chat.mirror import Mirror
 from session_service.chat.sessions import owned_session
 from session_service.chat.turn import ChatTurns
@@ -50,7 +50,11 @@ async def get_db(request: Request) -> AsyncIterator[AsyncSession]:
         await session.commit()
 
 
-_bearer = HTTPBearer(auto_error=False, description="HS256 JWT; not needed in development mode")
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="JWT: HS256 with AUTH_JWT_SECRET, or RS256/ES256 from the identity provider "
+    "at AUTH_JWKS_URL; not needed in development mode",
+)
 
 
 async def get_pool(request: Request) -> AgentPool:
@@ -76,15 +80,25 @@ TurnsDep = Annotated[ChatTurns, Depends(get_turns)]
 MirrorDep = Annotated[Mirror | None, Depends(get_mirror)]
 
 
+async def get_token_verifier(request: Request, settings: SettingsDep) -> TokenVerifier:
+    """One per app, made on first use and kept on it: its JWKS client caches the identity
+    provider's keys across requests."""
+    verifier: TokenVerifier | None = getattr(request.app.state, "token_verifier", None)
+    if verifier is None:
+        verifier = request.app.state.token_verifier = TokenVerifier.from_settings(settings)
+    return verifier
+
+
 async def get_current_user(
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    verifier: Annotated[TokenVerifier, Depends(get_token_verifier)],
 ) -> User:
-    if settings.auth_jwt_secret is None:
+    if settings.dev_mode:
         return DEV_USER
     if credentials is None:
         raise Unauthorized("missing bearer token")
-    return user_from_token(settings.auth_jwt_secret.get_secret_value(), credentials.credentials)
+    return await verifier.user(credentials.credentials)
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]

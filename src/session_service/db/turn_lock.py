@@ -202,7 +202,13 @@ class Lease:
                 if not is_contention(exc):  # the database may be down: see below
                     self._forget_if(committing)
                     raise
-                claimed = False  # rolled back whole: another writer has the row, poll again
+                # Rolled back whole: another writer has the row. Poll again, as for a lease.
+                log.info(
+                    "contention on the turn lease session_id=%s reason=%s",
+                    self._session_id,
+                    exc.orig,
+                )
+                claimed = False
             except BaseException:
                 self._forget_if(committing)
                 raise

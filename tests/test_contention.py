@@ -1,0 +1,184 @@
+"""Contention is not an outage: a DELETE racing turns, and rows held by another transaction,
+answer as busy (409) or are retried, never 503 "database unavailable"."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from httpx import AsyncClient
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from session_service.config import Settings
+from session_service.db.contention import Busy, retry_on_contention
+from tests.conftest import serve_app
+from tests.helpers import auth, mysql_connect, stored
+from tests.test_turns import new_session, turn
+
+ROUNDS = 40
+LOCK_WAIT_SECONDS = 1
+
+
+@pytest.fixture
+def short_lock_waits(migrated_url: str) -> Iterator[None]:
+    """Connections opened from now on give up a lock wait after a second (error 1205)."""
+    admin = mysql_connect(migrated_url, autocommit=True)
+    with admin.cursor() as cursor:
+        cursor.execute("SELECT @@GLOBAL.innodb_lock_wait_timeout")
+        (before,) = cursor.fetchone()
+        cursor.execute(f"SET GLOBAL innodb_lock_wait_timeout = {LOCK_WAIT_SECONDS}")
+    try:
+        yield
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f"SET GLOBAL innodb_lock_wait_timeout = {int(before)}")
+        admin.close()
+
+
+def _no_outage_logged(caplog: pytest.LogCaptureFixture) -> None:
+    said = [r.getMessage() for r in caplog.records]
+    assert not [line for line in said if "database unavailable" in line], said
+
+
+async def test_a_delete_racing_turns_never_answers_503(
+    llm_client: AsyncClient,
+    db: async_sessionmaker[AsyncSession],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    headers = auth("racer")
+    outcomes: set[tuple[int, int]] = set()
+    for round_ in range(ROUNDS):
+        session_id = await new_session(llm_client, headers)
+        await turn(llm_client, headers, session_id, "warm up")
+
+        async def delete_soon(session_id: str = session_id) -> Any:
+            await asyncio.sleep(random.uniform(0, 0.02))
+            return await llm_client.delete(f"/api/sessions/{session_id}", headers=headers)
+
+        turned, deleted = await asyncio.gather(
+            turn(llm_client, headers, session_id, f"q{round_}", stream=round_ % 2 == 0),
+            delete_soon(),
+        )
+        outcomes.add((turned.status_code, deleted.status_code))
+        assert turned.status_code in (201, 404, 409), turned.text
+        assert deleted.status_code in (204, 404), deleted.text
+        assert await stored(db, session_id) == []  # nothing left behind the delete
+    _no_outage_logged(caplog)
+    assert {deleted for _, deleted in outcomes} == {204}
+
+
+async def test_rows_held_elsewhere_answer_busy_not_unavailable(
+    short_lock_waits: None,
+    make_settings: Callable[..., Settings],
+    migrated_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    headers = auth("held-elsewhere")
+    async with serve_app(make_settings()) as client:
+        session_id = await new_session(client, headers, title="held")
+        holder = mysql_connect(migrated_url)
+        try:
+            with holder.cursor() as cursor:
+                cursor.execute(
+                    "SELECT * FROM chat_sessions WHERE session_id = %s FOR UPDATE", (session_id,)
+                )
+            patched = await client.patch(
+                f"/api/sessions/{session_id}", json={"title": "new"}, headers=headers
+            )
+            deleted = await client.delete(f"/api/sessions/{session_id}", headers=headers)
+            rejected = await turn(client, headers, session_id, "now?", if_busy="reject")
+        finally:
+            holder.rollback()
+            holder.close()
+        for answer in (patched, deleted, rejected):
+            assert answer.status_code == 409, answer.text
+            assert answer.json()["detail"]
+        # Once the rows are free, the same requests go through.
+        assert (await turn(client, headers, session_id, "now")).status_code == 201
+        assert (
+            await client.delete(f"/api/sessions/{session_id}", headers=headers)
+        ).status_code == 204
+    _no_outage_logged(caplog)
+
+
+async def test_a_waiting_turn_retries_past_a_lock_wait(
+    short_lock_waits: None,
+    make_settings: Callable[..., Settings],
+    migrated_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`if_busy: wait`: a claim that lost a lock wait is tried again, whole, until it gets in."""
+    caplog.set_level(logging.INFO)
+    headers = auth("waits-its-turn")
+    async with serve_app(make_settings(turn_lock_timeout_seconds=10)) as client:
+        session_id = await new_session(client, headers)
+        holder = mysql_connect(migrated_url)
+        with holder.cursor() as cursor:
+            cursor.execute(
+                "SELECT * FROM chat_sessions WHERE session_id = %s FOR UPDATE", (session_id,)
+            )
+
+        async def let_go_later() -> None:
+            await asyncio.sleep(LOCK_WAIT_SECONDS * 2.5)  # the claim's lock wait fails twice
+            holder.rollback()
+            holder.close()
+
+        answered, _ = await asyncio.gather(
+            turn(client, headers, session_id, "after you"), let_go_later()
+        )
+        assert answered.status_code == 201, answered.text
+        assert answered.json()["user_message"]["content"] == "after you"
+    assert any("contention" in r.getMessage() for r in caplog.records)
+    _no_outage_logged(caplog)
+
+
+async def test_a_real_deadlock_is_retried_then_busy(migrated_url: str) -> None:
+    """Two transactions taking two rows in opposite orders: the victim (1213) runs again."""
+    setup = mysql_connect(migrated_url, autocommit=True)
+    with setup.cursor() as cursor:
+        for key in ("dl-a", "dl-b"):
+            cursor.execute(
+                "INSERT IGNORE INTO chat_sessions (session_id, user_id, title, context, "
+                "message_count, created_at, updated_at) "
+                "VALUES (%s, 'dl', 't', '{}', 0, NOW(6), NOW(6))",
+                (key,),
+            )
+    setup.close()
+    attempts = 0
+
+    async def crossing(first: str, second: str, gate: asyncio.Event) -> None:
+        nonlocal attempts
+        attempts += 1
+        conn = await asyncio.to_thread(mysql_connect, migrated_url)
+        try:
+            lock = "UPDATE chat_sessions SET title = 'x' WHERE session_id = %s"
+            await asyncio.to_thread(conn.cursor().execute, lock, (first,))
+            gate.set()
+            await asyncio.sleep(0.1)
+            await asyncio.to_thread(conn.cursor().execute, lock, (second,))
+            await asyncio.to_thread(conn.commit)
+        except Exception as exc:
+            await asyncio.to_thread(conn.rollback)
+            raise OperationalError("UPDATE", {}, exc) from exc
+        finally:
+            conn.close()
+
+    gate_a, gate_b = asyncio.Event(), asyncio.Event()
+    results = await asyncio.gather(
+        retry_on_contention(lambda: crossing("dl-a", "dl-b", gate_a), "test"),
+        retry_on_contention(lambda: crossing("dl-b", "dl-a", gate_b), "test"),
+        return_exceptions=True,
+    )
+    assert results == [None, None]
+    assert attempts >= 3  # one of them lost a deadlock and ran again
+
+    async def always_deadlocked() -> None:
+        raise OperationalError("UPDATE", {}, Exception(1213, "Deadlock found"))
+
+    with pytest.raises(Busy):
+        await retry_on_contention(always_deadlocked, "test", attempts=2)

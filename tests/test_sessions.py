@@ -10,7 +10,7 @@ from httpx import AsyncClient
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from session_service.db.models import ChatMessage, ChatSession
+from session_service.db.models import AuditEvent, ChatMessage, ChatSession
 from tests.helpers import add_messages
 
 Headers = dict[str, str]
@@ -47,9 +47,12 @@ async def test_create_returns_the_session(client: AsyncClient, alice: Headers) -
     assert read.json()["created_at"] == body["created_at"]
 
 
-async def test_create_with_defaults(client: AsyncClient, alice: Headers) -> None:
-    response = await client.post("/api/sessions", json={}, headers=alice)
-    assert response.status_code == 201
+@pytest.mark.parametrize("body", [{}, None], ids=["empty object", "no body"])
+async def test_create_with_defaults(
+    client: AsyncClient, alice: Headers, body: dict[str, object] | None
+) -> None:
+    response = await client.post("/api/sessions", json=body, headers=alice)
+    assert response.status_code == 201, response.text
     assert response.json()["title"] == "New chat"
     assert response.json()["context"] == {}
     assert len(response.json()["session_id"]) == 32
@@ -58,16 +61,23 @@ async def test_create_with_defaults(client: AsyncClient, alice: Headers) -> None
 async def test_create_is_idempotent_for_the_owner(
     client: AsyncClient, alice: Headers, bob: Headers, db: async_sessionmaker[AsyncSession]
 ) -> None:
-    first = await client.post(
-        "/api/sessions", json={"session_id": "idem-1a", "title": "A"}, headers=alice
-    )
-    again = await client.post(
-        "/api/sessions", json={"session_id": "idem-1a", "title": "B"}, headers=alice
-    )
+    body = {"session_id": "idem-1a", "title": "A", "context": {"k": [1, "é"]}}
+    first = await client.post("/api/sessions", json=body, headers=alice)
+    again = await client.post("/api/sessions", json=body, headers=alice)
+    only_id = await client.post("/api/sessions", json={"session_id": "idem-1a"}, headers=alice)
     other = await client.post("/api/sessions", json={"session_id": "idem-1a"}, headers=bob)
-    assert (first.status_code, again.status_code, other.status_code) == (201, 200, 409)
-    assert again.json() == first.json()
+    assert [r.status_code for r in (first, again, only_id, other)] == [201, 200, 200, 409]
+    assert again.json() == first.json() == only_id.json()
     assert "detail" in other.json()
+    # The same id with another title or context is another request: refused, nothing changed.
+    for changed in ({"title": "B"}, {"context": {}}, {"title": "A", "context": {"k": [1]}}):
+        refused = await client.post(
+            "/api/sessions", json={"session_id": "idem-1a", **changed}, headers=alice
+        )
+        assert refused.status_code == 409, changed
+        assert "PATCH" in refused.json()["detail"]
+    read = await client.get("/api/sessions/idem-1a", headers=alice)
+    assert (read.json()["title"], read.json()["context"]) == ("A", {"k": [1, "é"]})
     async with db() as session:
         count = await session.scalar(
             select(func.count()).select_from(ChatSession).where(ChatSession.session_id == "idem-1a")
@@ -314,7 +324,32 @@ async def test_patch_renames_and_replaces_context(client: AsyncClient, alice: He
     assert read["context"] == {"b": 2}
 
 
-@pytest.mark.parametrize("body", [{"title": "x" * 501}, {"context": 3}, {"session_id": "other"}])
+async def test_patch_that_changes_nothing_leaves_the_session_as_it_was(
+    client: AsyncClient, alice: Headers, db: async_sessionmaker[AsyncSession]
+) -> None:
+    created = (
+        await client.post(
+            "/api/sessions", json={"title": "same", "context": {"a": 1}}, headers=alice
+        )
+    ).json()
+    session_id = created["session_id"]
+    for body in ({}, {"title": "same"}, {"context": {"a": 1}}, {"title": None, "context": None}):
+        response = await client.patch(f"/api/sessions/{session_id}", json=body, headers=alice)
+        assert response.status_code == 200, body
+        assert response.json()["updated_at"] == created["updated_at"], body
+    read = (await client.get(f"/api/sessions/{session_id}", headers=alice)).json()
+    assert read["updated_at"] == created["updated_at"]
+    async with db() as session:
+        actions = await session.scalars(
+            select(AuditEvent.action).where(AuditEvent.session_id == session_id)
+        )
+        assert list(actions) == ["session.created"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"title": "x" * 501}, {"title": ""}, {"title": "  "}, {"context": 3}, {"session_id": "other"}],
+)
 async def test_patch_rejects_bad_input(
     client: AsyncClient, alice: Headers, body: dict[str, object]
 ) -> None:

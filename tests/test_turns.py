@@ -228,6 +228,40 @@ async def test_repeated_client_message_id_returns_the_stored_pair(
     assert len(await stored(db, session_id)) == 2
 
 
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_repeated_client_message_id_with_other_content_is_a_conflict(
+    llm_client: AsyncClient,
+    fake_llm: FakeLLM,
+    alice: Headers,
+    db: async_sessionmaker[AsyncSession],
+    stream: bool,
+) -> None:
+    session_id = await new_session(llm_client, alice)
+    assert (await turn(llm_client, alice, session_id, "hello", client_message_id="m-1")).is_success
+    fake_llm.fail_status = 503  # a failed turn's question stays stored, to be retried
+    await turn(llm_client, alice, session_id, "failed", client_message_id="m-2")
+    fake_llm.fail_status = None
+    calls = len(fake_llm.calls)
+    for client_message_id, content in (("m-1", "hello!"), ("m-2", "not what failed")):
+        other = await turn(
+            llm_client,
+            alice,
+            session_id,
+            content,
+            client_message_id=client_message_id,
+            stream=stream,
+        )
+        assert other.status_code == 409, other.text
+        assert "client_message_id" in other.json()["detail"]
+        assert "different message" in other.json()["detail"]
+    assert len(fake_llm.calls) == calls
+    assert await stored(db, session_id) == [
+        (1, "user", "hello"),
+        (2, "assistant", "echo: hello"),
+        (3, "user", "failed"),
+    ]
+
+
 async def test_concurrent_repeats_store_one_pair_and_call_once(
     llm_client: AsyncClient, fake_llm: FakeLLM, alice: Headers, db: async_sessionmaker[AsyncSession]
 ) -> None:

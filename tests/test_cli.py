@@ -2,22 +2,44 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy.engine import make_url
 
 from tests.helpers import JWT_SECRET, mysql_connect, scratch_database
 from tests.processes import CLI, clean_env, serving
+
+SESSION: dict[str, object] = {  # a session's line in a backup
+    "type": "session",
+    "format": "session-service/1",
+    "session_id": "cli-test",
+    "user_id": "u",
+    "title": "t",
+    "context": {},
+    "ragflow_session_id": None,
+    "created_at": "2026-11-24T00:00:00+00:00",
+    "updated_at": "2026-11-24T00:00:00+00:00",
+}
 
 
 def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         CLI + args, cwd=cwd, env=clean_env(**env), capture_output=True, text=True, timeout=60
     )
+
+
+def one_line(stderr: str) -> str:
+    """The single line a failed command wrote on stderr."""
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    return lines[0]
 
 
 def test_bad_setting_stops_start_with_one_line(tmp_path: Path) -> None:
@@ -176,3 +198,24 @@ def test_migrate_from_the_built_wheel(tmp_path: Path) -> None:
         ).stdout
     )
     assert (workdir / "data" / "sessions.db").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("record", "cause"),
+    [
+        (
+            {"type": "session", "format": "session-service/1", "session_id": "s"},
+            "line 1: a session without user_id",
+        ),
+        ({**SESSION, "created_at": "yesterday"}, "line 1: created_at is not an ISO 8601 time"),
+        ({**SESSION, "updated_at": "2026-11-24T00:00:00"}, "line 1: updated_at has no time zone"),
+    ],
+    ids=["missing-field", "bad-time", "naive-time"],
+)
+def test_import_of_a_bad_record(
+    tmp_path: Path, migrated_url: str, record: dict[str, object], cause: str
+) -> None:
+    (tmp_path / "backup.jsonl").write_text(json.dumps(record) + "\n")
+    result = run(["import", "backup.jsonl"], tmp_path, DATABASE_URL=migrated_url)
+    assert result.returncode == 2
+    assert cause in one_line(result.stderr)

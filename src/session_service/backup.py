@@ -33,6 +33,8 @@ SESSION_FIELDS = (
     "updated_at",
 )
 MESSAGE_FIELDS = ("id", "seq", "role", "content", "timestamp", "client_message_id")
+_FIELDS = {"session": SESSION_FIELDS, "message": MESSAGE_FIELDS}
+_TIMESTAMPS = {"session": ("created_at", "updated_at"), "message": ("timestamp",)}
 
 
 class BackupError(Exception):
@@ -109,8 +111,6 @@ async def _restore_session(
         counts.skipped_sessions += 1
     else:
         values = {name: session[name] for name in SESSION_FIELDS}
-        for stamp in ("created_at", "updated_at"):
-            values[stamp] = datetime.fromisoformat(values[stamp])
         await backups.add_session({**values, "message_count": 0})
         counts.sessions += 1
     added = False
@@ -172,7 +172,24 @@ def _parse(number: int, line: str) -> dict[str, Any]:
         raise BackupError(f"line {number} is not JSON: {exc}") from None
     if not isinstance(record, dict) or record.get("type") not in ("session", "message"):
         raise BackupError(f"line {number} is not a session or a message")
+    kind = record["type"]
+    missing = [name for name in _FIELDS[kind] if name not in record]
+    if missing:
+        raise BackupError(f"line {number}: a {kind} without {', '.join(missing)}")
+    for name in _TIMESTAMPS[kind]:
+        record[name] = _timestamp(number, name, record[name])
     return record
+
+
+def _timestamp(number: int, name: str, value: Any) -> datetime:
+    """Checked here, so a bad one stops the import with its line number, before any write."""
+    try:
+        stamp = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise BackupError(f"line {number}: {name} is not an ISO 8601 time: {value!r}") from None
+    if stamp.tzinfo is None:
+        raise BackupError(f"line {number}: {name} has no time zone: {value!r}")
+    return stamp
 
 
 def _chunks(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
@@ -202,7 +219,6 @@ def _message_fields(row: ChatMessage) -> dict[str, Any]:
 
 def _message_row(session_id: str, message: dict[str, Any]) -> dict[str, Any]:
     row = {name: message[name] for name in MESSAGE_FIELDS}
-    row["timestamp"] = datetime.fromisoformat(row["timestamp"])
     row["meta"] = message.get("metadata") or {}
     row["session_id"] = session_id
     return row

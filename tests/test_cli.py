@@ -12,6 +12,7 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
+from session_service.auth import MAX_USER_ID_LENGTH
 from tests.helpers import JWT_SECRET, mysql_connect, scratch_database
 from tests.processes import CLI, clean_env, serving
 
@@ -219,3 +220,15 @@ def test_import_of_a_bad_record(
     result = run(["import", "backup.jsonl"], tmp_path, DATABASE_URL=migrated_url)
     assert result.returncode == 2
     assert cause in one_line(result.stderr)
+
+
+@pytest.mark.parametrize("user", ["", "u" * (MAX_USER_ID_LENGTH + 1)], ids=["empty", "too-long"])
+def test_token_refuses_a_user_id_the_service_would_refuse(tmp_path: Path, user: str) -> None:
+    result = run(["token", "--user", user], tmp_path, AUTH_JWT_SECRET=JWT_SECRET)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert f"--user must be 1-{MAX_USER_ID_LENGTH} characters" in one_line(result.stderr)
+    longest = run(
+        ["token", "--user", "u" * MAX_USER_ID_LENGTH], tmp_path, AUTH_JWT_SECRET=JWT_SECRET
+    )
+    assert longest.returncode == 0, longest.stderr

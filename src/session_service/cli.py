@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-from session_service.auth import mint_token
+from session_service.auth import MAX_USER_ID_LENGTH, mint_token
 from session_service.backup import BackupError, Counts, export, restore
 from session_service.config import ConfigError, Settings, load_settings
 from session_service.db.engine import create_engine, create_session_factory, database_url
@@ -172,6 +172,11 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
         )
     if args.ttl < 1:
         raise CommandError("--ttl must be at least 1 second")
+    if not 0 < len(args.user) <= MAX_USER_ID_LENGTH:
+        # the service refuses such a `sub`, so the token would be useless
+        raise CommandError(
+            f"--user must be 1-{MAX_USER_ID_LENGTH} characters, not {len(args.user)}"
+        )
     print(
         mint_token(
             settings.auth_jwt_secret.get_secret_value(),

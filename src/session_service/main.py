@@ -15,6 +15,7 @@ from fastapi.exception_handlers import (
     request_validation_exception_handler,
 )
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_fastapi_instrumentator import Instrumentator
@@ -47,9 +48,10 @@ DESCRIPTION = """
 Chat sessions, each with an LLM agent kept in memory while in use, with every session and
 message stored in the database for good.
 
-Authenticate with `Authorization: Bearer <JWT>` (HS256, `sub` = user id, `scope` may hold
-`admin`). In development mode (no `AUTH_JWT_SECRET`) every request acts as admin user `dev`.
-Errors are JSON with a human-readable `detail`.
+Authenticate with `Authorization: Bearer <JWT>`: HS256 with `AUTH_JWT_SECRET`, or RS256/ES256
+from an identity provider (`AUTH_JWKS_URL`); `sub` = user id, `exp` required, `scope` may hold
+`admin`. In development mode (neither set) every request acts as admin user `dev`.
+Errors are JSON with a human-readable `detail`. The full contract: `docs/api.md`.
 """
 
 STATIC_DIR = Path(__file__).parent / "static"  # the chat page: no build step
@@ -62,14 +64,15 @@ DATABASE_DOWN = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutE
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    resolved = settings or load_settings()
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[State]:
-        resolved = settings or load_settings()
         configure_logging(resolved)
         if resolved.dev_mode:
             log.warning(
-                "DEVELOPMENT MODE: AUTH_JWT_SECRET is unset, every request acts as admin user "
-                "'dev'. Set AUTH_JWT_SECRET before exposing this service."
+                "DEVELOPMENT MODE: neither AUTH_JWT_SECRET nor AUTH_JWKS_URL is set, every "
+                "request acts as admin user 'dev'. Set one before exposing this service."
             )
         engine = create_engine(resolved)
         session_factory = create_session_factory(engine)
@@ -121,6 +124,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(CorrelationIdMiddleware)  # X-Request-ID: taken, or made, and sent back
+    if resolved.cors_allow_origins:  # outermost: a preflight is answered before anything else
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=resolved.cors_allow_origins,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-Request-ID"],
+            expose_headers=["X-Request-ID"],
+            max_age=600,
+        )
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     for error in DATABASE_DOWN:

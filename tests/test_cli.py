@@ -1,4 +1,5 @@
-"""The console script as a user runs it: serve with no configuration, migrate, token."""
+"""The console script as a user runs it: serve with no configuration, migrate, token, and
+every failure told in one line on stderr, without a traceback."""
 
 from __future__ import annotations
 
@@ -10,12 +11,19 @@ from pathlib import Path
 
 import httpx
 import pytest
+from alembic import command
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
 
 from session_service.auth import MAX_USER_ID_LENGTH
+from session_service.db.migrate import alembic_config
 from tests.helpers import JWT_SECRET, mysql_connect, scratch_database
 from tests.processes import CLI, clean_env, serving
 
+REVISIONS = [
+    script.revision
+    for script in reversed(list(ScriptDirectory.from_config(alembic_config()).walk_revisions()))
+]  # oldest first
 SESSION: dict[str, object] = {  # a session's line in a backup
     "type": "session",
     "format": "session-service/1",
@@ -41,6 +49,11 @@ def one_line(stderr: str) -> str:
     lines = stderr.strip().splitlines()
     assert len(lines) == 1, stderr
     return lines[0]
+
+
+def applied(stderr: str) -> list[str]:
+    """The revisions `migrate` says it applied, in its order."""
+    return [line.split()[1].rstrip(":") for line in stderr.splitlines() if "  applied " in line]
 
 
 def test_bad_setting_stops_start_with_one_line(tmp_path: Path) -> None:
@@ -99,9 +112,13 @@ def test_token_is_accepted_by_the_service(tmp_path: Path) -> None:
 def test_migrate_from_another_directory(tmp_path: Path, database_url: str) -> None:
     # a latin1 database: the tables must come out utf8mb4 all the same
     with scratch_database(database_url, "ss_migrate", charset="latin1") as url:
-        for _ in range(2):  # the second run finds nothing to do
-            result = run(["migrate"], tmp_path, DATABASE_URL=url)
-            assert result.returncode == 0, result.stderr
+        first = run(["migrate"], tmp_path, DATABASE_URL=url)
+        assert first.returncode == 0, first.stderr
+        assert f"created the tables, now at {REVISIONS[-1]}" in first.stderr
+        assert applied(first.stderr) == REVISIONS
+        again = run(["migrate"], tmp_path, DATABASE_URL=url)
+        assert again.returncode == 0, again.stderr
+        assert f"already up to date at {REVISIONS[-1]}" in again.stderr
         with mysql_connect(url) as connection, connection.cursor() as cursor:
             name = make_url(url).database
             cursor.execute(
@@ -199,6 +216,54 @@ def test_migrate_from_the_built_wheel(tmp_path: Path) -> None:
         ).stdout
     )
     assert (workdir / "data" / "sessions.db").stat().st_size > 0
+
+
+def test_migrate_names_the_revisions_it_applies(tmp_path: Path, database_url: str) -> None:
+    with scratch_database(database_url, "ss_upgrade") as url:
+        config = alembic_config()
+        config.set_main_option("sqlalchemy.url", url)
+        middle = REVISIONS[len(REVISIONS) // 2]
+        command.upgrade(config, middle)  # an older installation's schema
+        result = run(["migrate"], tmp_path, DATABASE_URL=url)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].endswith(f"upgraded from {middle} to {REVISIONS[-1]}")
+    assert applied(result.stderr) == REVISIONS[REVISIONS.index(middle) + 1 :]
+
+
+def test_migrate_into_a_database_that_does_not_exist(tmp_path: Path, database_url: str) -> None:
+    url = make_url(database_url).set(database="ss_nosuchdb").render_as_string(False)
+    result = run(["migrate"], tmp_path, DATABASE_URL=url)
+    assert result.returncode == 2
+    line = one_line(result.stderr)
+    assert "database unavailable at" in line
+    assert "Unknown database 'ss_nosuchdb'" in line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["migrate"], ["export", "--out", "-"], ["import", "backup.jsonl"]],
+    ids=["migrate", "export", "import"],
+)
+def test_a_dead_database_port_is_one_line(tmp_path: Path, args: list[str]) -> None:
+    (tmp_path / "backup.jsonl").write_text(json.dumps(SESSION) + "\n")
+    url = "mysql+aiomysql://root:hunter2@127.0.0.1:1/sessions"
+    result = run(args, tmp_path, DATABASE_URL=url, DB_CONNECT_TIMEOUT_SECONDS="5")
+    assert result.returncode == 2
+    line = one_line(result.stderr)
+    assert "database unavailable at mysql+aiomysql://root:***@127.0.0.1:1/sessions" in line
+    assert "Can't connect" in line
+    assert "hunter2" not in result.stderr
+
+
+def test_migrate_stops_at_a_revision_it_does_not_know(tmp_path: Path, database_url: str) -> None:
+    with scratch_database(database_url, "ss_newer") as url:
+        with mysql_connect(url, autocommit=True) as connection, connection.cursor() as cursor:
+            cursor.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)")
+            cursor.execute("INSERT INTO alembic_version VALUES ('from_the_future')")
+        result = run(["migrate"], tmp_path, DATABASE_URL=url)
+    assert result.returncode == 2
+    assert "from_the_future" in one_line(result.stderr)
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,14 @@ import ipaddress
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
+
+from alembic.util import CommandError as MigrationError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, StatementError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from session_service.auth import MAX_USER_ID_LENGTH, mint_token
 from session_service.backup import BackupError, Counts, export, restore
@@ -18,6 +23,8 @@ from session_service.config import ConfigError, Settings, load_settings
 from session_service.db.engine import create_engine, create_session_factory, database_url
 from session_service.db.migrate import upgrade_to_head
 from session_service.logs import configure_logging
+
+_T = TypeVar("_T")
 
 
 class CommandError(Exception):
@@ -107,23 +114,26 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _migrate(_args: argparse.Namespace, settings: Settings) -> int:
-    async def run() -> None:
-        engine = create_engine(settings)
-        try:
-            await upgrade_to_head(engine)
-        finally:
-            await engine.dispose()
-
-    asyncio.run(run())
-    shown = database_url(settings.database_url).render_as_string(hide_password=True)
-    print(f"database schema is up to date: {shown}", file=sys.stderr)
+    try:
+        done = _on_database(settings, upgrade_to_head)
+    except (MigrationError, OSError) as exc:
+        raise CommandError(f"migrate stopped: {exc}") from None
+    shown = _shown(settings)
+    if not done.applied:
+        print(f"{shown}: already up to date at {done.after}", file=sys.stderr)
+        return 0
+    if done.before is None:
+        print(f"{shown}: created the tables, now at {done.after}", file=sys.stderr)
+    else:
+        print(f"{shown}: upgraded from {done.before} to {done.after}", file=sys.stderr)
+    for revision, description in done.applied:
+        print(f"  applied {revision}: {description}", file=sys.stderr)
     return 0
 
 
 def _export(args: argparse.Namespace, settings: Settings) -> int:
-    async def run(out: IO[str]) -> Counts:
-        engine = create_engine(settings)
-        try:
+    def export_to(out: IO[str]) -> Counts:
+        async def work(engine: AsyncEngine) -> Counts:
             return await export(
                 create_session_factory(engine),
                 out,
@@ -131,30 +141,26 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
                 session_id=args.session,
                 progress=sys.stderr.isatty(),
             )
-        finally:
-            await engine.dispose()
+
+        return _on_database(settings, work)
 
     if args.out == "-":
-        counts = asyncio.run(run(sys.stdout))
+        counts = export_to(sys.stdout)
     else:
         with open(args.out, "w", encoding="utf-8") as out:
-            counts = asyncio.run(run(out))
+            counts = export_to(out)
     print(f"exported {counts.sessions} sessions, {counts.messages} messages", file=sys.stderr)
     return 0
 
 
 def _import(args: argparse.Namespace, settings: Settings) -> int:
-    async def run() -> Counts:
-        engine = create_engine(settings)
-        try:
-            return await restore(
-                create_session_factory(engine), Path(args.file), progress=sys.stderr.isatty()
-            )
-        finally:
-            await engine.dispose()
+    async def work(engine: AsyncEngine) -> Counts:
+        return await restore(
+            create_session_factory(engine), Path(args.file), progress=sys.stderr.isatty()
+        )
 
     try:
-        counts = asyncio.run(run())
+        counts = _on_database(settings, work)
     except (BackupError, OSError) as exc:
         raise CommandError(f"import stopped: {exc}") from None
     print(
@@ -186,3 +192,39 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
         )
     )
     return 0
+
+
+def _on_database(settings: Settings, work: Callable[[AsyncEngine], Awaitable[_T]]) -> _T:
+    """`work` on an engine of its own; a database that fails stops the command with one line."""
+
+    async def run() -> _T:
+        try:
+            engine = create_engine(settings)
+        except ArgumentError as exc:  # also an unknown driver (NoSuchModuleError)
+            raise CommandError(f"DATABASE_URL: {exc}") from None
+        try:
+            return await work(engine)
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(run())
+    except StatementError as exc:  # the driver's errors, and values a column type refused
+        # SQLAlchemy names no statement when the connection itself failed
+        problem = "database unavailable" if exc.statement is None else "database error"
+        raise CommandError(f"{problem} at {_shown(settings)}: {_reason(exc)}") from None
+
+
+def _reason(exc: StatementError) -> str:
+    """The driver's message, without SQLAlchemy's statement and links, and the system's cause."""
+    args = exc.orig.args if exc.orig is not None else ()
+    # MySQL drivers say (code, message); sqlite3 says (message,)
+    reason = str(args[-1]) if args else type(exc.orig).__name__
+    cause = exc.orig.__cause__ if exc.orig is not None else None
+    if isinstance(cause, OSError) and cause.errno and os.strerror(cause.errno) not in reason:
+        reason += f" ({os.strerror(cause.errno)})"
+    return reason
+
+
+def _shown(settings: Settings) -> str:
+    return make_url(settings.database_url).render_as_string(hide_password=True)

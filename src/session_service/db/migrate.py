@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 _PACKAGE = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True, slots=True)
+class Upgrade:
+    """What `upgrade_to_head` did, as alembic recorded it in the database."""
+
+    before: str | None  # None: the database had no tables yet
+    after: str | None
+    applied: tuple[tuple[str, str], ...]  # (revision, its description), oldest first
 
 
 def migrations_dir() -> Path:
@@ -26,11 +38,17 @@ def alembic_config() -> Config:
     return config
 
 
-async def upgrade_to_head(engine: AsyncEngine) -> None:
-    def upgrade(connection: Connection) -> None:
+async def upgrade_to_head(engine: AsyncEngine) -> Upgrade:
+    def upgrade(connection: Connection) -> Upgrade:
         config = alembic_config()
         config.attributes["connection"] = connection
+        before = MigrationContext.configure(connection).get_current_revision()
         command.upgrade(config, "head")
+        after = MigrationContext.configure(connection).get_current_revision()
+        scripts = ScriptDirectory.from_config(config)
+        path = scripts.iterate_revisions(after, before)  # newest first, `before` left out
+        applied = tuple((script.revision, script.doc) for script in path)[::-1]
+        return Upgrade(before, after, applied)
 
     async with engine.begin() as connection:
-        await connection.run_sync(upgrade)
+        return await connection.run_sync(upgrade)

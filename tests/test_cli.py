@@ -4,6 +4,7 @@ every failure told in one line on stderr, without a traceback."""
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 import zipfile
@@ -266,6 +267,16 @@ def test_migrate_stops_at_a_revision_it_does_not_know(tmp_path: Path, database_u
     assert "from_the_future" in one_line(result.stderr)
 
 
+def test_import_into_an_unmigrated_database(tmp_path: Path, database_url: str) -> None:
+    (tmp_path / "backup.jsonl").write_text("")
+    with scratch_database(database_url, "ss_empty") as url:
+        result = run(["import", "backup.jsonl"], tmp_path, DATABASE_URL=url)
+    assert result.returncode == 2
+    line = one_line(result.stderr)
+    assert "has no tables yet" in line
+    assert "run `session-service migrate` first" in line
+
+
 @pytest.mark.parametrize(
     ("record", "cause"),
     [
@@ -285,6 +296,60 @@ def test_import_of_a_bad_record(
     result = run(["import", "backup.jsonl"], tmp_path, DATABASE_URL=migrated_url)
     assert result.returncode == 2
     assert cause in one_line(result.stderr)
+
+
+def test_export_of_a_session_that_does_not_exist(tmp_path: Path, migrated_url: str) -> None:
+    out = tmp_path / "backup.jsonl"
+    result = run(
+        ["export", "--session", "no-such-session", "--out", str(out)],
+        tmp_path,
+        DATABASE_URL=migrated_url,
+    )
+    assert result.returncode == 2
+    assert "session no-such-session not found" in one_line(result.stderr)
+    assert not out.exists()  # no empty file that looks like a backup
+    # a user with no sessions is not an error: there is just nothing of theirs
+    nobody = run(["export", "--user", "nobody", "--out", "-"], tmp_path, DATABASE_URL=migrated_url)
+    assert nobody.returncode == 0, nobody.stderr
+    assert nobody.stdout == ""
+    assert "exported 0 sessions, 0 messages" in nobody.stderr
+
+
+def test_export_into_a_pipe_closed_early(tmp_path: Path, database_url: str) -> None:
+    """`export | head -1`: far more than the pipe holds, so the export meets a closed pipe."""
+    messages = [
+        {
+            "type": "message",
+            "session_id": SESSION["session_id"],
+            "id": seq,
+            "seq": seq,
+            "role": "user" if seq % 2 else "assistant",
+            "content": "x" * 4000,
+            "timestamp": "2026-11-24T00:00:00+00:00",
+            "client_message_id": None,
+            "metadata": {},
+        }
+        for seq in range(1, 201)
+    ]  # 800 kB, the pipe holds 64 kB
+    backup = tmp_path / "backup.jsonl"
+    backup.write_text("".join(json.dumps(r) + "\n" for r in [SESSION, *messages]))
+    with scratch_database(database_url, "ss_pipe") as url:
+        assert run(["migrate"], tmp_path, DATABASE_URL=url).returncode == 0
+        imported = run(["import", str(backup)], tmp_path, DATABASE_URL=url)
+        assert imported.returncode == 0, imported.stderr
+        piped = subprocess.run(
+            ["bash", "-c", f"set -o pipefail; {shlex.join(CLI)} export --out - 2>err | head -1"],
+            cwd=tmp_path,
+            env=clean_env(DATABASE_URL=url),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert json.loads(piped.stdout) == SESSION
+    assert piped.returncode == 141  # 128 + SIGPIPE, as `cat` in its place would end
+    stderr = (tmp_path / "err").read_text()
+    assert "Exception ignored" not in stderr
+    assert "broken pipe" in one_line(stderr)
 
 
 @pytest.mark.parametrize("user", ["", "u" * (MAX_USER_ID_LENGTH + 1)], ids=["empty", "too-long"])

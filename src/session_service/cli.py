@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import ipaddress
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Sequence
@@ -21,14 +22,18 @@ from session_service.auth import MAX_USER_ID_LENGTH, mint_token
 from session_service.backup import BackupError, Counts, export, restore
 from session_service.config import ConfigError, Settings, load_settings
 from session_service.db.engine import create_engine, create_session_factory, database_url
-from session_service.db.migrate import upgrade_to_head
+from session_service.db.migrate import schema_revisions, upgrade_to_head
 from session_service.logs import configure_logging
 
 _T = TypeVar("_T")
 
 
 class CommandError(Exception):
-    """Stops the command with one line on stderr and exit status 2."""
+    """Stops the command with one line on stderr and exit status `status`."""
+
+    def __init__(self, message: str, status: int = 2) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -37,9 +42,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
         result: int = args.run(args, settings)
-    except (ConfigError, CommandError) as exc:
+    except ConfigError as exc:
         print(f"session-service: {exc}", file=sys.stderr)
         return 2
+    except CommandError as exc:
+        print(f"session-service: {exc}", file=sys.stderr)
+        return exc.status
     return result
 
 
@@ -134,6 +142,7 @@ def _migrate(_args: argparse.Namespace, settings: Settings) -> int:
 def _export(args: argparse.Namespace, settings: Settings) -> int:
     def export_to(out: IO[str]) -> Counts:
         async def work(engine: AsyncEngine) -> Counts:
+            await _require_current_schema(engine, settings)
             return await export(
                 create_session_factory(engine),
                 out,
@@ -142,19 +151,54 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
                 progress=sys.stderr.isatty(),
             )
 
-        return _on_database(settings, work)
+        counts = _on_database(settings, work)
+        if args.session is not None and counts.sessions == 0:
+            owner = f" of user {args.user}" if args.user is not None else ""
+            raise CommandError(f"session {args.session}{owner} not found")
+        return counts
 
     if args.out == "-":
-        counts = export_to(sys.stdout)
+        counts = _export_to_stdout(export_to)
     else:
-        with open(args.out, "w", encoding="utf-8") as out:
-            counts = export_to(out)
+        counts = _export_to_file(Path(args.out), export_to)
     print(f"exported {counts.sessions} sessions, {counts.messages} messages", file=sys.stderr)
     return 0
 
 
+def _export_to_stdout(export_to: Callable[[IO[str]], Counts]) -> Counts:
+    try:
+        counts = export_to(sys.stdout)
+        sys.stdout.flush()  # a reader that left early is found out here, not at exit
+    except BrokenPipeError:
+        # As Python's docs on SIGPIPE advise: stdout goes to devnull, or the flush at exit fails
+        # again ("Exception ignored ..."). 128 + SIGPIPE is what `cat` in the same pipe ends with.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise CommandError(
+            "export stopped: the reader closed the pipe early (broken pipe); it got part of it",
+            status=128 + signal.SIGPIPE,
+        ) from None
+    return counts
+
+
+def _export_to_file(path: Path, export_to: Callable[[IO[str]], Counts]) -> Counts:
+    try:
+        out = path.open("w", encoding="utf-8")
+    except OSError as exc:
+        raise CommandError(f"cannot write {path}: {exc.strerror}") from None
+    try:
+        with out:
+            return export_to(out)
+    except BaseException as exc:
+        if path.is_file():  # an incomplete backup would import without complaint
+            path.unlink()
+        if isinstance(exc, OSError):
+            raise CommandError(f"export stopped writing {path}: {exc.strerror}") from None
+        raise
+
+
 def _import(args: argparse.Namespace, settings: Settings) -> int:
     async def work(engine: AsyncEngine) -> Counts:
+        await _require_current_schema(engine, settings)
         return await restore(
             create_session_factory(engine), Path(args.file), progress=sys.stderr.isatty()
         )
@@ -224,6 +268,20 @@ def _reason(exc: StatementError) -> str:
     if isinstance(cause, OSError) and cause.errno and os.strerror(cause.errno) not in reason:
         reason += f" ({os.strerror(cause.errno)})"
     return reason
+
+
+async def _require_current_schema(engine: AsyncEngine, settings: Settings) -> None:
+    revisions = await schema_revisions(engine)
+    if revisions.current is None:
+        raise CommandError(
+            f"the database at {_shown(settings)} has no tables yet: "
+            "run `session-service migrate` first"
+        )
+    if revisions.current != revisions.head:
+        raise CommandError(
+            f"the database at {_shown(settings)} is at schema revision {revisions.current}, "
+            f"this installation expects {revisions.head}: run `session-service migrate` first"
+        )
 
 
 def _shown(settings: Settings) -> str:

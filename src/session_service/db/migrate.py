@@ -24,6 +24,12 @@ class Upgrade:
     applied: tuple[tuple[str, str], ...]  # (revision, its description), oldest first
 
 
+@dataclass(frozen=True, slots=True)
+class SchemaRevisions:
+    current: str | None  # None: the database has no tables yet
+    head: str | None  # the newest revision among this installation's scripts
+
+
 def migrations_dir() -> Path:
     """Inside an installed wheel the scripts ship in the package; in a checkout, beside `src/`."""
     for candidate in (_PACKAGE / "alembic", _PACKAGE.parent.parent / "alembic"):
@@ -52,3 +58,14 @@ async def upgrade_to_head(engine: AsyncEngine) -> Upgrade:
 
     async with engine.begin() as connection:
         return await connection.run_sync(upgrade)
+
+
+async def schema_revisions(engine: AsyncEngine) -> SchemaRevisions:
+    def read(connection: Connection) -> SchemaRevisions:
+        current = MigrationContext.configure(connection).get_current_revision()
+        return SchemaRevisions(
+            current, ScriptDirectory.from_config(alembic_config()).get_current_head()
+        )
+
+    async with engine.connect() as connection:
+        return await connection.run_sync(read)

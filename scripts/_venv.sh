@@ -1,5 +1,11 @@
-# Sourced by scripts/serve and scripts/test: make .venv match requirements.lock exactly.
-# Re-installs only when the lock file or pyproject.toml changed since the last install.
+# Sourced by scripts/serve and scripts/test with the lock groups they need:
+#   source scripts/_venv.sh runtime              scripts/serve
+#   source scripts/_venv.sh runtime test bench   scripts/test
+# Makes .venv (or $SESSION_SERVICE_VENV) hold exactly the versions those groups pin, plus this
+# package, editable. Every group keeps its own stamp in the venv (the hash of its lock file), so
+# only a group whose lock changed, or that was never installed, is installed: serve after test
+# finds the runtime group already there, and test after serve adds only the test and bench groups.
+# The locks agree on every version they share (scripts/lock), so no group undoes another.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${SESSION_SERVICE_VENV:-$root/.venv}"
@@ -9,13 +15,45 @@ python="${PYTHON:-python3}"
   echo "session-service needs Python 3.11 or newer; '$python' is $("$python" --version 2>&1)." >&2
   exit 2
 }
-stamp="$venv/.installed-from"
-wanted="$(cat "$root/requirements.lock" "$root/pyproject.toml" | "$python" -c 'import hashlib,sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')"
-if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
-  echo "Installing session-service into $venv from requirements.lock ..." >&2
+
+lock_of() {
+  case "$1" in
+    runtime) echo requirements.lock ;;
+    test) echo requirements-test.lock ;;
+    bench) echo requirements-bench.lock ;;
+    # hatchling and editables: the editable install below builds with no network.
+    build) echo requirements-build.lock ;;
+    *) echo "scripts/_venv.sh: unknown group '$1'" >&2; return 2 ;;
+  esac
+}
+digest() {
+  "$python" -c 'import hashlib,sys; print(hashlib.sha256(open(sys.argv[1],"rb").read()).hexdigest())' "$1"
+}
+
+for group in "$@"; do lock_of "$group" >/dev/null; done
+
+stamps="$venv/.installed"
+if [ ! -x "$venv/bin/python" ]; then
+  rm -rf "$stamps"
   "$python" -m venv "$venv"
-  "$venv/bin/python" -m pip install --quiet --require-hashes --no-deps -r "$root/requirements.lock"
-  "$venv/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e "$root"
-  echo "$wanted" > "$stamp"
 fi
+stale=""  # group names, one word each
+for group in "$@" build; do
+  if [ "$(cat "$stamps/$group" 2>/dev/null)" != "$(digest "$root/$(lock_of "$group")")" ]; then
+    stale="$stale $group"
+  fi
+done
+mkdir -p "$stamps"
+if [ -n "$stale" ]; then
+  echo "Installing the pinned packages of the group(s)${stale} into $venv ..." >&2
+  requirements=()
+  for group in $stale; do requirements+=(-r "$root/$(lock_of "$group")"); done
+  "$venv/bin/python" -m pip install --quiet --require-hashes --no-deps "${requirements[@]}"
+  for group in $stale; do digest "$root/$(lock_of "$group")" > "$stamps/$group"; done
+fi
+if [ "$(cat "$stamps/package" 2>/dev/null)" != "$(digest "$root/pyproject.toml")" ]; then
+  "$venv/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e "$root"
+  digest "$root/pyproject.toml" > "$stamps/package"
+fi
+rm -f "$venv/.installed-from"  # the one stamp of the single lock these files replaced
 export PATH="$venv/bin:$PATH"

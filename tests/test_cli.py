@@ -90,6 +90,15 @@ def test_token_without_a_secret_explains(tmp_path: Path) -> None:
     result = run(["token", "--user", "u"], tmp_path)
     assert result.returncode == 2
     assert "AUTH_JWT_SECRET" in result.stderr
+    assert "development mode" in result.stderr
+    provider = {
+        "AUTH_JWKS_URL": "http://127.0.0.1:9/jwks",
+        "AUTH_ISSUER": "https://idp.example",
+        "AUTH_AUDIENCE": "chat",
+    }
+    with_provider = run(["token", "--user", "u"], tmp_path, **provider)
+    assert with_provider.returncode == 2
+    assert "identity provider" in with_provider.stderr
 
 
 def test_token_is_accepted_by_the_service(tmp_path: Path) -> None:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
+from session_service import metrics
 from session_service.config import Settings
 from tests.conftest import serve_app
 from tests.fakes.openai import FakeLLM
@@ -80,3 +84,53 @@ def test_metrics_add_up_across_workers(tmp_path: Path) -> None:
             assert httpx.get(f"{server.base}/health/live").status_code == 200
         after = sample(http.get("/metrics").text, "http_requests_total", handler="/health/live")
     assert after - before == 40
+
+
+def labelled(**values: tuple[str, ...]) -> set[frozenset[tuple[str, str]]]:
+    """The label sets of every combination of the given values."""
+    return {
+        frozenset(zip(values, combination, strict=True))
+        for combination in itertools.product(*values.values())
+    }
+
+
+RAGFLOW_OPERATIONS = ("create_session", "rename_session", "delete_session", "ask", "retrieve")
+KNOWN_SERIES = {
+    "session_turn_phase_seconds_count": labelled(phase=("database", "grounding", "llm")),
+    "session_llm_call_seconds_count": labelled(outcome=("ok", "error")),
+    "session_llm_errors_total": labelled(kind=("timeout", "http_status", "connection", "other")),
+    "session_ragflow_call_seconds_count": labelled(
+        operation=RAGFLOW_OPERATIONS, outcome=("ok", "error")
+    ),
+    "session_ragflow_errors_total": labelled(
+        operation=RAGFLOW_OPERATIONS, kind=("auth", "not_found", "unavailable", "error")
+    ),
+    "session_agents_released_total": labelled(reason=("idle", "manual", "deleted")),
+}
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_every_family_and_known_series_is_exported_from_the_start(
+    tmp_path: Path, workers: str
+) -> None:
+    """A fresh service (no turn, no RAGFlow, no release yet) lists every family of metrics.py,
+    and every labelled family with each known label value, at zero."""
+    with serving(tmp_path, "--workers", workers) as server:
+        text = httpx.get(f"{server.base}/metrics").text
+    exported = list(text_string_to_metric_families(text))
+    families = {
+        described.name
+        for family in vars(metrics).values()
+        if isinstance(family, MetricWrapperBase)
+        for described in family.describe()
+    }
+    assert len(families) == 14
+    assert families <= {family.name for family in exported}
+    for name, known in KNOWN_SERIES.items():
+        series = {
+            frozenset(sample.labels.items()): sample.value
+            for family in exported
+            for sample in family.samples
+            if sample.name == name
+        }
+        assert series == dict.fromkeys(known, 0.0), name

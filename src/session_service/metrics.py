@@ -2,32 +2,108 @@
 
 Gauges say how several worker processes add up (`multiprocess_mode`), for `serve --workers N`,
 which runs prometheus-client in its multiprocess mode (PROMETHEUS_MULTIPROC_DIR).
+
+A labelled family shows a series only once `.labels(...)` made it, so each family's known
+label values are named next to it and made at import: every series is exported from the
+start, at zero, and a rate over it has a beginning rather than a gap before its first event.
 """
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable
+from enum import StrEnum
+from typing import TypeVar
+
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_fastapi_instrumentator import metrics as http_metrics
+
+Family = TypeVar("Family", bound=MetricWrapperBase)
+
+
+def _at_zero(family: Family, *values: Iterable[str]) -> Family:
+    """`family` with a series for every combination of its known label values."""
+    for combination in itertools.product(*values):
+        family.labels(*combination)
+    return family
+
 
 # Requests by route and status, and their latency (made once: every app of the process uses it).
 HTTP_REQUESTS = http_metrics.default()
 
-TURN_PHASE_SECONDS = Histogram(
-    "session_turn_phase_seconds",
-    "Time a chat turn spends in each phase: database (storing), grounding (RAGFlow), llm",
-    ["phase"],
+
+class Phase(StrEnum):
+    DATABASE = "database"
+    GROUNDING = "grounding"
+    LLM = "llm"
+
+
+class Outcome(StrEnum):
+    OK = "ok"
+    ERROR = "error"
+
+
+class LlmErrorKind(StrEnum):
+    TIMEOUT = "timeout"
+    HTTP_STATUS = "http_status"
+    CONNECTION = "connection"
+    OTHER = "other"
+
+
+class RagflowOperation(StrEnum):
+    CREATE_SESSION = "create_session"
+    RENAME_SESSION = "rename_session"
+    DELETE_SESSION = "delete_session"
+    ASK = "ask"
+    RETRIEVE = "retrieve"
+
+
+class RagflowErrorKind(StrEnum):
+    AUTH = "auth"
+    NOT_FOUND = "not_found"
+    UNAVAILABLE = "unavailable"
+    ERROR = "error"
+
+
+class ReleaseReason(StrEnum):
+    IDLE = "idle"  # the background sweep
+    MANUAL = "manual"  # an admin's cleanup
+    DELETED = "deleted"  # its session was deleted
+
+
+TURN_PHASE_SECONDS = _at_zero(
+    Histogram(
+        "session_turn_phase_seconds",
+        "Time a chat turn spends in each phase: database (storing), grounding (RAGFlow), llm",
+        ["phase"],
+    ),
+    Phase,
 )
-LLM_CALL_SECONDS = Histogram(
-    "session_llm_call_seconds", "LLM calls, from the request to the last chunk", ["outcome"]
+LLM_CALL_SECONDS = _at_zero(
+    Histogram(
+        "session_llm_call_seconds", "LLM calls, from the request to the last chunk", ["outcome"]
+    ),
+    Outcome,
 )
-LLM_ERRORS = Counter("session_llm_errors_total", "Failed LLM calls by kind", ["kind"])
-RAGFLOW_CALL_SECONDS = Histogram(
-    "session_ragflow_call_seconds", "RAGFlow calls by operation", ["operation", "outcome"]
+LLM_ERRORS = _at_zero(
+    Counter("session_llm_errors_total", "Failed LLM calls by kind", ["kind"]), LlmErrorKind
 )
-RAGFLOW_ERRORS = Counter(
-    "session_ragflow_errors_total",
-    "Failed RAGFlow calls by operation and kind",
-    ["operation", "kind"],
+RAGFLOW_CALL_SECONDS = _at_zero(
+    Histogram(
+        "session_ragflow_call_seconds", "RAGFlow calls by operation", ["operation", "outcome"]
+    ),
+    RagflowOperation,
+    Outcome,
+)
+RAGFLOW_ERRORS = _at_zero(
+    Counter(
+        "session_ragflow_errors_total",
+        "Failed RAGFlow calls by operation and kind",
+        ["operation", "kind"],
+    ),
+    RagflowOperation,
+    RagflowErrorKind,
 )
 AGENTS_ACTIVE = Gauge("session_agents_active", "Agents held in memory", multiprocess_mode="livesum")
 AGENTS_MAX = Gauge(
@@ -40,8 +116,13 @@ AGENTS_RESTORED = Counter("session_agents_restored_total", "Agents rebuilt from 
 AGENTS_EVICTED = Counter(
     "session_agents_evicted_total", "Agents evicted by the AGENT_POOL_MAX_SIZE cap"
 )
-AGENTS_RELEASED = Counter(
-    "session_agents_released_total", "Agents released, by the idle sweep or by hand", ["reason"]
+AGENTS_RELEASED = _at_zero(
+    Counter(
+        "session_agents_released_total",
+        "Agents released: by the idle sweep, an admin's cleanup, or their session's deletion",
+        ["reason"],
+    ),
+    ReleaseReason,
 )
 SWEEP_SECONDS = Histogram("session_agent_sweep_seconds", "Duration of one idle sweep")
 DB_POOL_IN_USE = Gauge(

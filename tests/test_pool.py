@@ -18,12 +18,14 @@ from langchain_core.messages import (
     SystemMessage,
 )
 from langchain_core.messages.utils import count_tokens_approximately, trim_messages
+from prometheus_client import REGISTRY
 
 from session_service.agents.agent import ChatAgent
 from session_service.agents.pool import AgentPool
 from session_service.agents.sweeper import sweep_once
 from session_service.background import Repeating
 from session_service.llm.offline import OfflineChatModel
+from session_service.metrics import ReleaseReason
 
 
 class Clock:
@@ -60,7 +62,38 @@ def test_release_idle_takes_only_the_idle_and_never_one_in_use() -> None:
     clock.now += 100
     assert pool.release_idle(20) == ["b"]
     assert len(pool) == 0
-    assert pool.released_idle_total == 3
+    assert pool.released_total == {ReleaseReason.IDLE: 3}
+
+
+def test_each_release_is_counted_by_its_reason() -> None:
+    """The sweep says `idle`, an admin's cleanup `manual`, a deleted session `deleted`."""
+
+    def released(reason: str) -> float:
+        value = REGISTRY.get_sample_value("session_agents_released_total", {"reason": reason})
+        assert value is not None, f"no series for reason={reason}"
+        return value
+
+    reasons = ("idle", "manual", "deleted")
+    before = {reason: released(reason) for reason in reasons}
+    clock = Clock()
+    pool = AgentPool(10, clock=clock)
+    pool.add(agent("old"))
+    pool.add(agent("gone"))
+    assert pool.release("gone", reason=ReleaseReason.DELETED)
+    clock.now += 100
+    assert sweep_once(pool, 50) == ["old"]
+    pool.add(agent("fresh"))
+    assert pool.release_idle(0, reason=ReleaseReason.MANUAL) == ["fresh"]
+    assert {reason: released(reason) - before[reason] for reason in reasons} == {
+        "idle": 1,
+        "manual": 1,
+        "deleted": 1,
+    }
+    assert pool.released_total == {
+        ReleaseReason.IDLE: 1,
+        ReleaseReason.MANUAL: 1,
+        ReleaseReason.DELETED: 1,
+    }
 
 
 def test_an_agent_rebuilt_during_a_turn_is_in_use_too() -> None:

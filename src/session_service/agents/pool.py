@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 from session_service import metrics
 from session_service.agents.agent import ChatAgent
+from session_service.metrics import ReleaseReason
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,7 @@ class AgentPool:
         self.created_total = 0
         self.restores_total = 0
         self.evictions_total = 0
-        self.released_idle_total = 0
-        self.released_by_hand_total = 0
+        self.released_total: Counter[ReleaseReason] = Counter()
         metrics.AGENTS_MAX.set(max_size)
         metrics.AGENTS_ACTIVE.set(0)
 
@@ -117,19 +117,20 @@ class AgentPool:
         """Swap in a rebuilt agent for a session whose history changed under the old one."""
         self._put(agent)
 
-    def release(self, session_id: str) -> bool:
-        """Release one agent by hand (or because its session was deleted)."""
+    def release(self, session_id: str, *, reason: ReleaseReason = ReleaseReason.MANUAL) -> bool:
+        """Release one agent (e.g. `reason=ReleaseReason.DELETED` with its session)."""
         agent = self._agents.pop(session_id, None)
         if agent is None:
             return False
-        self.released_by_hand_total += 1
-        metrics.AGENTS_RELEASED.labels("manual").inc()
-        metrics.AGENTS_ACTIVE.set(len(self._agents))
-        log.info("agent released session_id=%s reason=manual pool=%d", session_id, len(self))
+        self._released(reason, 1)
+        log.info("agent released session_id=%s reason=%s pool=%d", session_id, reason, len(self))
         return True
 
-    def release_idle(self, max_age: float) -> list[str]:
-        """Release agents idle at least `max_age` seconds (not those in use); their ids."""
+    def release_idle(
+        self, max_age: float, *, reason: ReleaseReason = ReleaseReason.IDLE
+    ) -> list[str]:
+        """Release agents idle at least `max_age` seconds (not those in use); their ids.
+        `reason` says who asked: the background sweep (idle) or an admin (manual)."""
         now = self._clock()
         expired = []
         for session_id, agent in self._agents.items():  # least recently used first
@@ -139,9 +140,7 @@ class AgentPool:
                 expired.append(session_id)
         for session_id in expired:
             del self._agents[session_id]
-        self.released_idle_total += len(expired)
-        metrics.AGENTS_RELEASED.labels("idle").inc(len(expired))
-        metrics.AGENTS_ACTIVE.set(len(self._agents))
+        self._released(reason, len(expired))
         return expired
 
     @contextmanager
@@ -169,6 +168,11 @@ class AgentPool:
             last_used_at = datetime.fromtimestamp(wall - idle, UTC)
             infos.append(AgentInfo(agent.session_id, agent.user_id, idle, last_used_at))
         return infos
+
+    def _released(self, reason: ReleaseReason, count: int) -> None:
+        self.released_total[reason] += count
+        metrics.AGENTS_RELEASED.labels(reason).inc(count)
+        metrics.AGENTS_ACTIVE.set(len(self._agents))
 
     def _touch(self, agent: ChatAgent) -> None:
         agent.last_used = self._clock()

@@ -96,6 +96,8 @@ def _is_loopback(host: str) -> bool:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    from session_service.agents.workers import WORKERS_DIR_ENV
+
     if settings.dev_mode and not _is_loopback(args.host):
         raise CommandError(
             f"refusing to listen on {args.host} in development mode (AUTH_JWT_SECRET is unset): "
@@ -107,6 +109,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # Each worker writes its metrics there; /metrics adds them up.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="session-service-metrics-")
+    if args.workers > 1 and WORKERS_DIR_ENV not in os.environ:
+        # Each worker answers the admin routes of the others on a socket there; mkdtemp makes
+        # it this user's alone.
+        os.environ[WORKERS_DIR_ENV] = tempfile.mkdtemp(prefix="session-service-workers-")
     if database_url(settings.database_url).get_backend_name() == "sqlite":
         # The zero-configuration start: the embedded database migrates itself.
         _migrate(args, settings)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated, TypedDict
+from typing import Annotated, NotRequired, TypedDict
 
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from session_service.agents.pool import AgentPool
+from session_service.agents.workers import Workers
 from session_service.auth import DEV_USER, TokenVerifier, User
 from session_service.chat.mirror import Mirror
 from session_service.chat.sessions import owned_session
@@ -28,6 +29,7 @@ class State(TypedDict):
     engine: AsyncEngine
     session_factory: async_sessionmaker[AsyncSession]
     pool: AgentPool
+    workers: NotRequired[Workers]  # absent: the local pool is every worker
     turns: ChatTurns
     mirror: Mirror | None
 
@@ -62,6 +64,14 @@ async def get_pool(request: Request) -> AgentPool:
     return pool
 
 
+async def get_workers(request: Request) -> Workers:
+    """The replica's worker processes, for the admin routes over every agent pool."""
+    workers: Workers | None = getattr(request.state, "workers", None)
+    if workers is None:
+        return Workers(request.state.pool)
+    return workers
+
+
 async def get_turns(request: Request) -> ChatTurns:
     turns: ChatTurns = request.state.turns
     return turns
@@ -76,6 +86,7 @@ async def get_mirror(request: Request) -> Mirror | None:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DbSession = Annotated[AsyncSession, Depends(get_db, scope="function")]
 PoolDep = Annotated[AgentPool, Depends(get_pool)]
+WorkersDep = Annotated[Workers, Depends(get_workers)]
 TurnsDep = Annotated[ChatTurns, Depends(get_turns)]
 MirrorDep = Annotated[Mirror | None, Depends(get_mirror)]
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import ipaddress
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -111,8 +113,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="session-service-metrics-")
     if args.workers > 1 and WORKERS_DIR_ENV not in os.environ:
         # Each worker answers the admin routes of the others on a socket there; mkdtemp makes
-        # it this user's alone.
-        os.environ[WORKERS_DIR_ENV] = tempfile.mkdtemp(prefix="session-service-workers-")
+        # it this user's alone. Each worker removes its socket as it stops, serve the rest.
+        workers_dir = tempfile.mkdtemp(prefix="session-service-workers-")
+        os.environ[WORKERS_DIR_ENV] = workers_dir
+        atexit.register(shutil.rmtree, workers_dir, ignore_errors=True)
     if database_url(settings.database_url).get_backend_name() == "sqlite":
         # The zero-configuration start: the embedded database migrates itself.
         _migrate(args, settings)

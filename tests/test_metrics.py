@@ -50,6 +50,8 @@ async def test_metrics_cover_requests_turns_upstreams_and_pools(
             f"/api/sessions/{session_id}/messages", json={"content": "x"}, headers=alice
         )
         fake_llm.fail_status = None
+        doomed = (await client.post("/api/sessions", json={}, headers=alice)).json()
+        await client.delete(f"/api/sessions/{doomed['session_id']}", headers=alice)
         await client.post("/api/sessions/cleanup", json={"max_age_seconds": 0}, headers=admin)
         await asyncio.sleep(0.2)  # a few background sweeps
         response = await client.get("/metrics")
@@ -74,6 +76,9 @@ async def test_metrics_cover_requests_turns_upstreams_and_pools(
     assert sample(text, "session_agents_created_total") >= 1
     released = "session_agents_released_total"
     assert sample(text, released, reason="manual") - sample(before, released, reason="manual") >= 1
+    assert (
+        sample(text, released, reason="deleted") - sample(before, released, reason="deleted") == 1
+    )
     assert sample(text, "session_agent_sweep_seconds_count") > sample(
         before, "session_agent_sweep_seconds_count"
     )

@@ -645,9 +645,10 @@ async def test_admin_routes_need_admin(client: AsyncClient, alice: Headers) -> N
         "evictions_total",
         "restores_total",
         "agents",
+        "workers",
     }
     cleaned = await client.post("/api/sessions/cleanup", headers=ADMIN)
-    assert set(cleaned.json()) == {"released", "active_agents"}
+    assert set(cleaned.json()) == {"released", "active_agents", "workers"}
 
 
 async def test_delete_releases_the_agent(client: AsyncClient, alice: Headers) -> None:

@@ -102,8 +102,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     if settings.dev_mode and not _is_loopback(args.host):
         raise CommandError(
-            f"refusing to listen on {args.host} in development mode (AUTH_JWT_SECRET is unset): "
-            "set AUTH_JWT_SECRET, or serve on 127.0.0.1"
+            f"refusing to listen on {args.host} in development mode (neither AUTH_JWT_SECRET nor "
+            "AUTH_JWKS_URL is set): set one, or serve on 127.0.0.1"
         )
     if args.workers < 1:
         raise CommandError("--workers must be at least 1")
@@ -228,7 +228,9 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
 def _token(args: argparse.Namespace, settings: Settings) -> int:
     if settings.auth_jwt_secret is None:
         raise CommandError(
-            "AUTH_JWT_SECRET is unset: the service runs in development mode and needs no token"
+            "AUTH_JWT_SECRET is unset: tokens come from the identity provider (AUTH_JWKS_URL)"
+            if settings.auth_jwks_url
+            else "AUTH_JWT_SECRET is unset: the service runs in development mode and needs no token"
         )
     if args.ttl < 1:
         raise CommandError("--ttl must be at least 1 second")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated, NotRequired, TypedDict
+from typing import Annotated, TypedDict
 
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -29,7 +29,7 @@ class State(TypedDict):
     engine: AsyncEngine
     session_factory: async_sessionmaker[AsyncSession]
     pool: AgentPool
-    workers: NotRequired[Workers]  # absent: the local pool is every worker
+    workers: Workers
     turns: ChatTurns
     mirror: Mirror | None
 
@@ -66,9 +66,7 @@ async def get_pool(request: Request) -> AgentPool:
 
 async def get_workers(request: Request) -> Workers:
     """The replica's worker processes, for the admin routes over every agent pool."""
-    workers: Workers | None = getattr(request.state, "workers", None)
-    if workers is None:
-        return Workers(request.state.pool)
+    workers: Workers = request.state.workers
     return workers
 
 

@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from session_service import __version__
 from session_service.agents.pool import AgentPool
 from session_service.agents.sweeper import sweep_once
+from session_service.agents.workers import Workers
 from session_service.api import agents, audit, health, metrics, sessions, turns
 from session_service.background import Repeating
 from session_service.chat.mirror import Mirror
@@ -79,6 +80,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pool = AgentPool(resolved.agent_pool_max_size)
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(engine.dispose)  # last out: the others still use it
+            workers = Workers.from_environment(pool)  # this replica's other worker processes
+            await workers.start()
+            stack.push_async_callback(workers.stop)
             mirror = await _start_ragflow(resolved, session_factory, stack)
             turns = ChatTurns(
                 resolved,
@@ -112,6 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "engine": engine,
                 "session_factory": session_factory,
                 "pool": pool,
+                "workers": workers,
                 "turns": turns,
                 "mirror": mirror,
             }

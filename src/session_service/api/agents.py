@@ -20,11 +20,14 @@ from session_service.api.schemas import (
     WorkerCleanup,
     WorkerPoolStatus,
 )
+from session_service.api.strict_json import StrictJSONRoute
 from session_service.db.repositories import AuditRepository
 from session_service.deps import AdminUser, DbSession, SettingsDep, WorkersDep
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/api/sessions", tags=["admin"], responses=ADMIN_ROUTE)
+router = APIRouter(
+    prefix="/api/sessions", tags=["admin"], responses=ADMIN_ROUTE, route_class=StrictJSONRoute
+)
 
 
 @router.get(

@@ -33,6 +33,7 @@ from session_service.deps import (
     PoolDep,
     TurnsDep,
 )
+from session_service.metrics import ReleaseReason
 
 router = APIRouter(
     prefix="/api/sessions",
@@ -161,7 +162,7 @@ async def delete(
 ) -> None:
     """Delete a session, its messages and its RAGFlow mirror, and release its agent."""
     await delete_session(db, user, session.session_id, mirror)  # committed
-    pool.release(session.session_id)
+    pool.release(session.session_id, reason=ReleaseReason.DELETED)
     if mirror is not None:
         mirror.wake()  # delete the mirror now
 

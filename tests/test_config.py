@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from session_service.config import DEFAULT_DATABASE_URL, ConfigError, Settings, load_settings
@@ -78,3 +81,26 @@ def test_a_bad_value_names_the_variable(
     assert name in message
     assert repr(value) in message
     assert "\n" not in message
+
+
+def test_every_setting_is_in_env_example_and_the_readme() -> None:
+    root = Path(__file__).resolve().parent.parent
+    example = set(
+        re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", (root / ".env.example").read_text(), re.M)
+    )
+    readme = (root / "README.md").read_text()
+    contract = (root / "docs" / "api.md").read_text()
+    for name in (field.upper() for field in Settings.model_fields):
+        assert name in example, f"{name} is missing from .env.example"
+        assert f"`{name}`" in readme, f"{name} is missing from the README"
+        assert f"`{name}`" in contract, f"{name} is missing from docs/api.md"
+
+
+def test_jwks_needs_issuer_and_audience_and_ends_development_mode() -> None:
+    with pytest.raises(ConfigError, match="AUTH_ISSUER and AUTH_AUDIENCE"):
+        load_settings(auth_jwks_url="https://idp.example/jwks")
+    settings = load_settings(
+        auth_jwks_url="https://idp.example/jwks", auth_issuer="i", auth_audience="a"
+    )
+    assert not settings.dev_mode
+    assert load_settings().dev_mode

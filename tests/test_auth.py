@@ -39,6 +39,11 @@ from tests.helpers import JWT_SECRET, auth
         {"Authorization": "Bearer " + jwt.encode({"scope": "admin"}, JWT_SECRET, "HS256")},
         {"Authorization": "Bearer " + jwt.encode({"sub": ""}, JWT_SECRET, "HS256")},
         {"Authorization": "Bearer " + jwt.encode({"sub": 42}, JWT_SECRET, "HS256")},
+        # a user id UTF-8 cannot encode could not be stored
+        {
+            "Authorization": "Bearer "
+            + jwt.encode({"sub": "\ud800", "exp": int(time.time()) + 60}, JWT_SECRET, "HS256")
+        },
         {
             "Authorization": "Bearer "
             + jwt.encode({"sub": "eve", "exp": int(time.time()) - 60}, JWT_SECRET, "HS256")

@@ -123,6 +123,7 @@ CASES: list[tuple[str, str, Any, dict[str, Any] | None, int]] = [
     # empty and blank titles
     ("POST", "/api/sessions", {"title": ""}, None, 422),
     ("POST", "/api/sessions", {"title": " \t\n"}, None, 422),
+    ("POST", "/api/sessions", {"title": "\u200b\ufeff\u3000"}, None, 422),
     ("PATCH", f"/api/sessions/{SESSION}", {"title": ""}, None, 422),
     ("PATCH", f"/api/sessions/{SESSION}", {"title": "   "}, None, 422),
     # integers past 64 bits in paths and queries (and inside cursors)

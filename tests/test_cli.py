@@ -361,7 +361,11 @@ def test_export_into_a_pipe_closed_early(tmp_path: Path, database_url: str) -> N
     assert "broken pipe" in one_line(stderr)
 
 
-@pytest.mark.parametrize("user", ["", "u" * (MAX_USER_ID_LENGTH + 1)], ids=["empty", "too-long"])
+@pytest.mark.parametrize(
+    "user",
+    ["", "u" * (MAX_USER_ID_LENGTH + 1), "\udcff"],  # the last: the byte 0xff, not UTF-8
+    ids=["empty", "too-long", "not-utf8"],
+)
 def test_token_refuses_a_user_id_the_service_would_refuse(tmp_path: Path, user: str) -> None:
     result = run(["token", "--user", user], tmp_path, AUTH_JWT_SECRET=JWT_SECRET)
     assert result.returncode == 2

@@ -11,11 +11,13 @@ from typing import Any
 
 import pytest
 from httpx import AsyncClient
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from session_service.config import Settings
 from session_service.db.contention import Busy, retry_on_contention
+from session_service.db.models import ChatSession
+from session_service.db.repositories import SessionRepository
 from tests.conftest import serve_app
 from tests.helpers import auth, mysql_connect, stored
 from tests.test_turns import new_session, turn
@@ -97,7 +99,7 @@ async def test_rows_held_elsewhere_answer_busy_not_unavailable(
             holder.close()
         for answer in (patched, deleted, rejected):
             assert answer.status_code == 409, answer.text
-            assert answer.json()["detail"]
+            assert "concurrent change" in answer.json()["detail"]  # not "another turn"
         # Once the rows are free, the same requests go through.
         assert (await turn(client, headers, session_id, "now")).status_code == 201
         assert (
@@ -182,3 +184,27 @@ async def test_a_real_deadlock_is_retried_then_busy(migrated_url: str) -> None:
 
     with pytest.raises(Busy):
         await retry_on_contention(always_deadlocked, "test", attempts=2)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OperationalError("INSERT", {}, Exception(4025, "CONSTRAINT `context` failed")),
+        DataError("INSERT", {}, Exception(1406, "Data too long for column 'title'")),
+    ],
+    ids=["check-constraint", "too-long"],
+)
+async def test_a_value_the_database_refuses_is_invalid_input_not_an_outage(
+    client: AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    error: Exception,
+) -> None:
+    async def refuse(_self: SessionRepository, _row: ChatSession) -> None:
+        raise error
+
+    monkeypatch.setattr(SessionRepository, "insert", refuse)
+    response = await client.post("/api/sessions", json={}, headers=auth("refused-value"))
+    assert response.status_code == 422, response.text
+    assert "cannot be stored" in response.json()["detail"]
+    _no_outage_logged(caplog)

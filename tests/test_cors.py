@@ -24,6 +24,7 @@ async def test_a_listed_origin_passes_the_preflight_and_reads_answers(
         preflight = await client.options("/api/sessions", headers={"Origin": APP, **PREFLIGHT})
         assert preflight.status_code == 200
         assert preflight.headers["access-control-allow-origin"] == APP
+        assert preflight.headers["x-request-id"]
         assert "POST" in preflight.headers["access-control-allow-methods"]
         allowed = preflight.headers["access-control-allow-headers"].lower()
         assert {"authorization", "content-type"} <= set(allowed.replace(" ", "").split(","))

@@ -181,6 +181,23 @@ def test_serve_with_two_workers_shows_and_cleans_up_every_workers_agents(tmp_pat
         status = httpx.get(f"{server.base}/api/sessions/status", timeout=10).json()
         assert (status["active_agents"], status["agents"]) == (0, [])
         assert [w["active_agents"] for w in status["workers"]] == [0, 0]
+
+        # A DELETE releases the session's agent in whichever worker holds it.
+        doomed = []
+        for _ in range(100):
+            response = httpx.post(f"{server.base}/api/sessions", json={}, timeout=10)
+            doomed.append(response.json()["session_id"])
+            status = httpx.get(f"{server.base}/api/sessions/status", timeout=10).json()
+            if len({agent["worker_pid"] for agent in status["agents"]}) == 2:
+                break
+        assert status["active_agents"] == len(doomed)
+        assert [w["active_agents"] > 0 for w in status["workers"]] == [True, True]
+        for session_id in doomed:
+            deleted = httpx.delete(f"{server.base}/api/sessions/{session_id}", timeout=10)
+            assert deleted.status_code == 204
+        status = httpx.get(f"{server.base}/api/sessions/status", timeout=10).json()
+        assert (status["active_agents"], status["agents"]) == (0, [])
         text = httpx.get(f"{server.base}/metrics", timeout=10).text
     assert sample(text, "session_agents_released_total", reason="manual") == len(created)
+    assert sample(text, "session_agents_released_total", reason="deleted") == len(doomed)
     assert sample(text, "session_agents_active") == 0

@@ -52,6 +52,17 @@ class User:
 DEV_USER = User(id=DEV_USER_ID, is_admin=True)
 
 
+def is_valid_user_id(value: object) -> bool:
+    """1-255 characters that UTF-8 can encode (a lone surrogate cannot be stored)."""
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_USER_ID_LENGTH:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def mint_token(secret: str, user_id: str, *, admin: bool = False, ttl_seconds: int = 3600) -> str:
     now = int(time.time())
     claims: dict[str, object] = {"sub": user_id, "iat": now, "exp": now + ttl_seconds}
@@ -172,7 +183,7 @@ def _decode(
 
 def _user(claims: Mapping[str, Any]) -> User:
     subject = claims["sub"]
-    if not isinstance(subject, str) or not 0 < len(subject) <= MAX_USER_ID_LENGTH:
+    if not is_valid_user_id(subject):
         raise Unauthorized(
             f"invalid token: `sub` must be a string of 1-{MAX_USER_ID_LENGTH} characters"
         )

@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from session_service.auth import MAX_USER_ID_LENGTH, mint_token
+from session_service.auth import MAX_USER_ID_LENGTH, is_valid_user_id, mint_token
 from session_service.backup import BackupError, Counts, export, restore
 from session_service.config import ConfigError, Settings, load_settings
 from session_service.db.engine import create_engine, create_session_factory, database_url
@@ -234,11 +234,9 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
         )
     if args.ttl < 1:
         raise CommandError("--ttl must be at least 1 second")
-    if not 0 < len(args.user) <= MAX_USER_ID_LENGTH:
+    if not is_valid_user_id(args.user):
         # the service refuses such a `sub`, so the token would be useless
-        raise CommandError(
-            f"--user must be 1-{MAX_USER_ID_LENGTH} characters, not {len(args.user)}"
-        )
+        raise CommandError(f"--user must be 1-{MAX_USER_ID_LENGTH} characters of valid UTF-8 text")
     print(
         mint_token(
             settings.auth_jwt_secret.get_secret_value(),

@@ -29,6 +29,10 @@ class NotFound(ServiceError):
     status_code = 404
 
 
+class InvalidInput(ServiceError):
+    status_code = 422
+
+
 class Conflict(ServiceError):
     status_code = 409
 

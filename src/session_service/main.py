@@ -32,11 +32,11 @@ from session_service.background import Repeating
 from session_service.chat.mirror import Mirror
 from session_service.chat.turn import ChatTurns
 from session_service.config import Settings, load_settings
-from session_service.db.contention import Busy, is_contention
+from session_service.db.contention import Busy, is_contention, is_refused_value
 from session_service.db.engine import create_engine, create_session_factory
 from session_service.db.turn_lock import TurnLocks
 from session_service.deps import State
-from session_service.errors import DatabaseUnavailable, ServiceError
+from session_service.errors import DatabaseUnavailable, InvalidInput, ServiceError
 from session_service.llm.factory import build_chat_model
 from session_service.logs import configure_logging
 from session_service.metrics import HTTP_REQUESTS
@@ -60,8 +60,14 @@ STATIC_DIR = Path(__file__).parent / "static"  # the chat page: no build step
 MAX_BODY_BYTES = 1024 * 1024
 SHUTDOWN_GRACE_SECONDS = 10.0  # how long replies being generated may run on at shutdown
 
-# Errors that mean "the database did not answer", as opposed to a bug in a query.
-DATABASE_DOWN = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
+# Errors that mean "the database did not answer" (or held the rows, or refused a value), as
+# opposed to a bug in a query.
+DATABASE_ERRORS = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+    sa_exc.DataError,
+)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -128,8 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
-    app.add_middleware(CorrelationIdMiddleware)  # X-Request-ID: taken, or made, and sent back
-    if resolved.cors_allow_origins:  # outermost: a preflight is answered before anything else
+    if resolved.cors_allow_origins:  # a preflight answered here gets its X-Request-ID
         app.add_middleware(
             CORSMiddleware,
             allow_origins=resolved.cors_allow_origins,
@@ -138,10 +143,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["X-Request-ID"],
             max_age=600,
         )
+    app.add_middleware(CorrelationIdMiddleware)  # X-Request-ID: taken, or made, and sent back
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    for error in DATABASE_DOWN:
-        app.add_exception_handler(error, _database_down)
+    for error in DATABASE_ERRORS:
+        app.add_exception_handler(error, _database_error)
     if HTTP_REQUESTS is not None:
         Instrumentator(excluded_handlers=["/metrics"]).add(HTTP_REQUESTS).instrument(app)
     app.include_router(health.router)
@@ -212,10 +218,15 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return await http_exception_handler(request, exc)
 
 
-async def _database_down(request: Request, exc: Exception) -> JSONResponse:
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     if is_contention(exc):  # the database is up: another transaction held the rows
         log.info("contention on %s %s: %s", request.method, request.url.path, exc)
         return await _service_error(request, Busy())
+    if is_refused_value(exc):  # the database is up: it will not store this value
+        log.info("value refused on %s %s: %s", request.method, request.url.path, exc)
+        return await _service_error(
+            request, InvalidInput("a value in the request cannot be stored by the database")
+        )
     log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
     return await _service_error(
         request, DatabaseUnavailable("database unavailable, try again later")

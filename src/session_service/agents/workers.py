@@ -3,11 +3,11 @@
 Under `serve --workers N` each worker holds its own AgentPool, and the worker answering an
 admin's request is any one of them. So each worker listens on a unix socket `<pid>.sock` in a
 directory `serve` makes for the replica (named by WORKERS_DIR_ENV), answering one JSON line
-(`status` or `release_idle`) with one JSON document. The worker answering the admin reads its
-own pool directly and asks the others, all at once, each within a short timeout: a socket
-nobody listens on any more (its worker was killed) is removed, and a worker that does not
-answer in time is left out and logged. With no directory (one worker, or the in-process app
-of the tests) there is no socket: only the local pool.
+(`status`, `release_idle`, or `release` of a deleted session's agent) with one JSON document.
+The worker answering the admin reads its own pool directly and asks the others, all at once,
+each within a short timeout: a socket nobody listens on any more (its worker was killed) is
+removed, and a worker that does not answer in time is left out and logged. With no directory
+(one worker, or the in-process app of the tests) there is no socket: only the local pool.
 
 The directory is made private (0700) by `serve`: the sockets need no other authentication.
 """
@@ -60,6 +60,7 @@ class WorkerRelease:
 
 _STATUS = TypeAdapter(WorkerStatus)
 _RELEASE = TypeAdapter(WorkerRelease)
+_RELEASED = TypeAdapter(bool)
 
 
 class Workers:
@@ -113,6 +114,11 @@ class Workers:
         )
         return sorted([mine, *others], key=lambda worker: worker.pid)
 
+    async def release(self, session_id: str) -> None:
+        """Release a deleted session's agent in every worker that holds it."""
+        self.pool.release(session_id, reason=ReleaseReason.DELETED)
+        await self._ask_others({"op": "release", "session_id": session_id}, _RELEASED.validate_json)
+
     def _status(self, limit: int) -> WorkerStatus:
         pool = self.pool
         return WorkerStatus(
@@ -143,6 +149,11 @@ class Workers:
                     answer = _STATUS.dump_json(self._status(int(request["limit"])))
                 case "release_idle":
                     answer = _RELEASE.dump_json(self._release_idle(float(request["max_age"])))
+                case "release":
+                    released = self.pool.release(
+                        str(request["session_id"]), reason=ReleaseReason.DELETED
+                    )
+                    answer = _RELEASED.dump_json(released)
                 case unknown:
                     raise ValueError(f"unknown request {unknown!r}")
             writer.write(answer)

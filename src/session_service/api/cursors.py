@@ -12,6 +12,7 @@ from typing import Any
 from fastapi.exceptions import RequestValidationError
 
 from session_service.db.repositories import SessionKey
+from session_service.json_input import loads_strict
 
 MAX_POSITION = 2**63 - 1  # ids and sequence numbers are signed 64-bit integers
 
@@ -36,7 +37,7 @@ def invalid_cursor(parameter: str, cursor: str) -> RequestValidationError:
 
 def _decode(cursor: str, parameter: str) -> dict[str, Any]:
     try:
-        payload = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        payload = loads_strict(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (binascii.Error, ValueError):
         raise invalid_cursor(parameter, cursor) from None
     if not isinstance(payload, dict):

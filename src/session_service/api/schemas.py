@@ -16,7 +16,8 @@ MAX_CLEANUP_AGE_SECONDS = 10 * 365 * 24 * 3600  # "every agent idle at all" need
 
 
 def _not_blank(title: str) -> str:
-    if not title.strip():
+    # Not only spaces: format characters (zero-width space, BOM) show nothing either.
+    if not any(char.isprintable() and not char.isspace() for char in title):
         raise ValueError("title must not be empty or blank")
     return title
 

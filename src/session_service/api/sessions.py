@@ -32,8 +32,8 @@ from session_service.deps import (
     OwnedSession,
     PoolDep,
     TurnsDep,
+    WorkersDep,
 )
-from session_service.metrics import ReleaseReason
 
 router = APIRouter(
     prefix="/api/sessions",
@@ -140,8 +140,7 @@ async def update(
 ) -> SessionPublic:
     """Rename a session (and its RAGFlow mirror) or replace its context; `{}` changes
     nothing."""
-    renamed = body.title is not None and body.title != session.title
-    await update_session(db, user, session, title=body.title, context=body.context)
+    renamed = await update_session(db, user, session, title=body.title, context=body.context)
     if renamed and mirror is not None:
         await mirror.rename(session)  # after the commit: a RAGFlow call holds no row lock
     return SessionPublic.of(session, agent_active=session.session_id in pool)
@@ -157,12 +156,12 @@ async def delete(
     session: OwnedSession,
     user: CurrentUser,
     db: DbSession,
-    pool: PoolDep,
+    workers: WorkersDep,
     mirror: MirrorDep,
 ) -> None:
     """Delete a session, its messages and its RAGFlow mirror, and release its agent."""
     await delete_session(db, user, session.session_id, mirror)  # committed
-    pool.release(session.session_id, reason=ReleaseReason.DELETED)
+    await workers.release(session.session_id)  # in every worker of this replica
     if mirror is not None:
         mirror.wake()  # delete the mirror now
 

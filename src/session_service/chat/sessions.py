@@ -5,6 +5,7 @@ agent, wake the mirror's deletions) happens after the change is durable."""
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from typing import Any
@@ -96,9 +97,13 @@ async def update_session(
     context: dict[str, Any] | None,
 ) -> bool:
     """Rename the session or replace its context, say so in the audit log, and commit; whether
-    anything changed (a title or context equal to the stored one is no change)."""
+    it was renamed (its RAGFlow mirror follows). A title or context equal to the stored one is
+    no change. SessionNotFound if a concurrent delete came first."""
+    sessions = SessionRepository.from_session(db)
+    if await sessions.lock(row.session_id) is None:  # refreshes `row`, as it is now
+        raise SessionNotFound()
     title = title if title != row.title else None
-    context = context if context != row.context else None
+    context = context if not _same_json(context, row.context) else None
     if title is None and context is None:
         return False
     audit = AuditRepository.from_session(db)
@@ -114,9 +119,16 @@ async def update_session(
         await audit.record(
             user.id, "session.context_replaced", session_id=row.session_id, user_id=row.user_id
         )
-    await SessionRepository.from_session(db).update(row, title=title, context=context)
+    await sessions.update(row, title=title, context=context)
     await db.commit()
-    return True
+    return title is not None
+
+
+def _same_json(given: dict[str, Any] | None, stored: dict[str, Any]) -> bool:
+    """The same JSON document: Python's == takes `true` for `1` and `1.0` for `1`."""
+    if given is None:
+        return True
+    return json.dumps(given, sort_keys=True) == json.dumps(stored, sort_keys=True)
 
 
 def _repeated(
@@ -126,7 +138,7 @@ def _repeated(
     if row.user_id != user.id:
         raise Conflict("session_id is already taken")
     if (title is not None and title != row.title) or (
-        context is not None and context != row.context
+        context is not None and not _same_json(context, row.context)
     ):
         raise Conflict(
             "you already have a session with this session_id and another title or context; "

@@ -29,12 +29,25 @@ class Busy(Conflict):
         super().__init__("the session is busy with a concurrent change; try again")
 
 
+# A value the database will not store (bad string, too long, invalid JSON, a failed CHECK):
+# the input's fault, whatever error class the driver raises it as.
+REFUSED_VALUE = frozenset({1366, 1406, 3140, 4025})
+
+
 def is_contention(exc: BaseException) -> bool:
     """A MySQL/MariaDB deadlock or lock-wait timeout (the transaction was rolled back)."""
+    return _error_code(exc) in (DEADLOCK, LOCK_WAIT_TIMEOUT)
+
+
+def is_refused_value(exc: BaseException) -> bool:
+    return _error_code(exc) in REFUSED_VALUE
+
+
+def _error_code(exc: BaseException) -> object:
     if not isinstance(exc, DBAPIError):
-        return False
+        return None
     args: tuple[object, ...] = getattr(exc.orig, "args", ())
-    return bool(args) and args[0] in (DEADLOCK, LOCK_WAIT_TIMEOUT)
+    return args[0] if args else None
 
 
 async def retry_on_contention(

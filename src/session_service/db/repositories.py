@@ -9,6 +9,7 @@ from typing import Any, Self
 
 from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import flag_modified
 from sqlmodel import col
 
 from session_service.db.models import (
@@ -107,6 +108,7 @@ class SessionRepository:
             row.title = title
         if context is not None:
             row.context = context
+            flag_modified(row, "context")  # JSON change detection takes `true` for `1`
         row.updated_at = utcnow()
         await self.session.flush()
         return row

@@ -21,7 +21,7 @@ from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from session_service.db.contention import is_contention
+from session_service.db.contention import Busy, is_contention
 from session_service.db.models import SESSIONS
 from session_service.db.types import utcnow
 from session_service.errors import Conflict, SessionNotFound
@@ -184,12 +184,13 @@ class Lease:
     async def claim_with(self, then: Callable[[AsyncSession], Awaitable[T]]) -> T:
         """Claim the lease and run `then` in the same transaction: both happen or neither.
 
-        While another replica holds it, polls until the deadline (SessionBusy after that).
+        While another replica holds it, polls until the deadline (SessionBusy after that, or
+        Busy if what kept it out last was another transaction holding the row, not a turn).
         """
         loop = asyncio.get_running_loop()
         pause = FIRST_POLL_SECONDS
         while True:
-            claimed = committing = False
+            claimed = committing = contended = False
             try:
                 async with self._locks.session_factory() as db, db.begin():
                     claimed = await self._locks.try_claim(
@@ -208,14 +209,14 @@ class Lease:
                     self._session_id,
                     exc.orig,
                 )
-                claimed = False
+                contended = True
             except BaseException:
                 self._forget_if(committing)
                 raise
             if claimed:
                 break
             if loop.time() + pause > self._deadline:
-                raise SessionBusy()
+                raise Busy() if contended else SessionBusy()
             await asyncio.sleep(pause)
             pause = min(pause * 2, MAX_POLL_SECONDS)
         self._claimed = True

@@ -120,6 +120,18 @@ CASES: list[tuple[str, str, Any, dict[str, Any] | None, int]] = [
     *[("POST", TURN, body, None, 422) for body in _with('{"content": "x", "if_busy": @}')],
     *[("POST", "/api/sessions/cleanup", b, None, 422) for b in _with('{"max_age_seconds": @}')],
     ("POST", "/api/sessions/cleanup", b'{"max_age_seconds": ' + HUGE.encode() + b"}", None, 422),
+    # nested deeper than the database (32) or the renderer (255) would take
+    ("POST", "/api/sessions", b'{"context": {"a": ' + b"[" * 16 + b"]" * 16 + b"}}", None, 422),
+    ("POST", "/api/sessions", b'{"context": {"a": ' + b"[" * 300 + b"]" * 300 + b"}}", None, 422),
+    (
+        "PATCH",
+        f"/api/sessions/{SESSION}",
+        b'{"context": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+        None,
+        422,
+    ),
+    ("GET", "/api/sessions", None, {"cursor": _cursor("[" * 5000 + "]" * 5000)}, 422),
+    ("GET", "/api/audit", None, {"cursor": _cursor("[" * 5000 + "]" * 5000)}, 422),
     # empty and blank titles
     ("POST", "/api/sessions", {"title": ""}, None, 422),
     ("POST", "/api/sessions", {"title": " \t\n"}, None, 422),

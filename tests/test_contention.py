@@ -74,6 +74,26 @@ async def test_a_delete_racing_turns_never_answers_503(
     assert {deleted for _, deleted in outcomes} == {204}
 
 
+async def test_a_patch_racing_a_delete_is_not_found_not_a_500(
+    llm_client: AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    headers = auth("patch-racer")
+    seen = set()
+    for round_ in range(30):
+        session_id = await new_session(llm_client, headers)
+        patched, deleted = await asyncio.gather(
+            llm_client.patch(
+                f"/api/sessions/{session_id}", json={"title": f"t{round_}"}, headers=headers
+            ),
+            llm_client.delete(f"/api/sessions/{session_id}", headers=headers),
+        )
+        seen.add((patched.status_code, deleted.status_code))
+        assert patched.status_code in (200, 404, 409), patched.text
+        assert deleted.status_code == 204
+    assert (404, 204) in seen or (200, 204) in seen
+    _no_outage_logged(caplog)
+
+
 async def test_rows_held_elsewhere_answer_busy_not_unavailable(
     short_lock_waits: None,
     make_settings: Callable[..., Settings],

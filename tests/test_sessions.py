@@ -324,6 +324,30 @@ async def test_patch_renames_and_replaces_context(client: AsyncClient, alice: He
     assert read["context"] == {"b": 2}
 
 
+async def test_a_context_is_compared_as_json_not_as_python_values(
+    client: AsyncClient, alice: Headers
+) -> None:
+    """Python's == takes `true` for `1` and `1.0` for `1`; JSON does not."""
+    stored = {"k": 1, "f": 0, "x": 1}
+    created = await client.post(
+        "/api/sessions", json={"session_id": "json-eq", "context": stored}, headers=alice
+    )
+    assert created.status_code == 201
+    repeated = await client.post(
+        "/api/sessions",
+        json={"session_id": "json-eq", "context": {**stored, "k": True}},
+        headers=alice,
+    )
+    assert repeated.status_code == 409
+    changed = {"k": True, "f": False, "x": 1.0}
+    patched = await client.patch("/api/sessions/json-eq", json={"context": changed}, headers=alice)
+    assert patched.json()["context"] == changed
+    read = (await client.get("/api/sessions/json-eq", headers=alice)).json()
+    assert read["context"] == changed
+    assert [type(read["context"][k]) for k in ("k", "f", "x")] == [bool, bool, float]
+    assert read["updated_at"] > created.json()["updated_at"]
+
+
 async def test_patch_that_changes_nothing_leaves_the_session_as_it_was(
     client: AsyncClient, alice: Headers, db: async_sessionmaker[AsyncSession]
 ) -> None:

@@ -295,8 +295,12 @@ def test_import_into_an_unmigrated_database(tmp_path: Path, database_url: str) -
         ),
         ({**SESSION, "created_at": "yesterday"}, "line 1: created_at is not an ISO 8601 time"),
         ({**SESSION, "updated_at": "2026-11-24T00:00:00"}, "line 1: updated_at has no time zone"),
+        ({**SESSION, "title": "\ud800"}, "line 1 is not JSON the service can store"),
+        ({**SESSION, "context": {"x": float("nan")}}, "line 1 is not JSON the service can store"),
+        ({**SESSION, "session_id": "bad id"}, "line 1: session_id 'bad id' is not"),
+        ({**SESSION, "title": "  "}, "line 1: title must be"),
     ],
-    ids=["missing-field", "bad-time", "naive-time"],
+    ids=["missing-field", "bad-time", "naive-time", "surrogate", "nan", "bad-id", "blank-title"],
 )
 def test_import_of_a_bad_record(
     tmp_path: Path, migrated_url: str, record: dict[str, object], cause: str

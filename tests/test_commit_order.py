@@ -19,8 +19,8 @@ from session_service.db.models import AuditEvent, ChatSession
 from tests.helpers import auth
 from tests.sse import uvicorn_server
 
-ROUNDS = 15
-SLOW_COMMIT_SECONDS = 0.2
+ROUNDS = 40
+SLOW_COMMIT_SECONDS = 0.05
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -150,8 +151,14 @@ async def test_status_and_cleanup_name_each_worker_and_settings_in_whole_seconds
 def test_serve_with_two_workers_shows_and_cleans_up_every_workers_agents(tmp_path: Path) -> None:
     """Sessions are created (each with its agent) until both workers hold some; then any
     worker's status shows them all, and one cleanup releases them in both."""
+    # Where serve makes its private directories: short, as a unix socket's path must be.
+    temporary = Path(tempfile.mkdtemp(prefix="ss-"))
     # LOG_LEVEL: the output waits in a pipe until the end, and must not fill it
-    with serving(tmp_path, "--workers", "2", LOG_LEVEL="WARNING") as server:
+    with serving(tmp_path, "--workers", "2", LOG_LEVEL="WARNING", TMPDIR=str(temporary)) as server:
+        assert {path.name.rsplit("-", 1)[0] for path in temporary.iterdir()} == {
+            "session-service-metrics",
+            "session-service-workers",
+        }
         created: set[str] = set()
         for _ in range(100):
             # a new connection each time, so both workers answer some
@@ -201,3 +208,5 @@ def test_serve_with_two_workers_shows_and_cleans_up_every_workers_agents(tmp_pat
     assert sample(text, "session_agents_released_total", reason="manual") == len(created)
     assert sample(text, "session_agents_released_total", reason="deleted") == len(doomed)
     assert sample(text, "session_agents_active") == 0
+    assert list(temporary.iterdir()) == []  # both removed at exit
+    temporary.rmdir()

@@ -8,6 +8,7 @@ importing the same file again changes nothing.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,7 +19,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tqdm import tqdm
 
 from session_service.db.backup import BackupRepository
-from session_service.db.models import ChatMessage, ChatSession
+from session_service.db.models import (
+    SESSION_ID_PATTERN,
+    TITLE_LENGTH,
+    ChatMessage,
+    ChatSession,
+)
+from session_service.json_input import loads_strict
 
 FORMAT = "session-service/1"
 SESSIONS_PER_PAGE = 100
@@ -93,10 +100,15 @@ async def restore(
     """Import a file written by `export`: each session in one transaction of its own."""
     counts = Counts()
     with path.open(encoding="utf-8") as lines, tqdm(unit="session", disable=not progress) as bar:
-        for session, messages in _read(lines):
-            async with session_factory() as db, db.begin():
-                await _restore_session(BackupRepository.from_session(db), session, messages, counts)
-            bar.update()
+        try:
+            for session, messages in _read(lines):
+                async with session_factory() as db, db.begin():
+                    await _restore_session(
+                        BackupRepository.from_session(db), session, messages, counts
+                    )
+                bar.update()
+        except UnicodeDecodeError as exc:
+            raise BackupError(f"the file is not UTF-8 text: {exc.reason}") from None
     return counts
 
 
@@ -167,9 +179,9 @@ def _read(lines: IO[str]) -> Iterator[tuple[dict[str, Any], Iterator[dict[str, A
 
 def _parse(number: int, line: str) -> dict[str, Any]:
     try:
-        record = json.loads(line)
+        record = loads_strict(line.encode())
     except ValueError as exc:
-        raise BackupError(f"line {number} is not JSON: {exc}") from None
+        raise BackupError(f"line {number} is not JSON the service can store: {exc}") from None
     if not isinstance(record, dict) or record.get("type") not in ("session", "message"):
         raise BackupError(f"line {number} is not a session or a message")
     kind = record["type"]
@@ -178,7 +190,18 @@ def _parse(number: int, line: str) -> dict[str, Any]:
         raise BackupError(f"line {number}: a {kind} without {', '.join(missing)}")
     for name in _TIMESTAMPS[kind]:
         record[name] = _timestamp(number, name, record[name])
+    if kind == "session":
+        _check_session(number, record)
     return record
+
+
+def _check_session(number: int, record: dict[str, Any]) -> None:
+    """What the API would refuse, refused here too: no route could reach such a session."""
+    session_id, title = record["session_id"], record["title"]
+    if not isinstance(session_id, str) or not re.fullmatch(SESSION_ID_PATTERN, session_id):
+        raise BackupError(f"line {number}: session_id {session_id!r} is not 1-64 of [A-Za-z0-9_-]")
+    if not isinstance(title, str) or not title.strip() or len(title) > TITLE_LENGTH:
+        raise BackupError(f"line {number}: title must be 1-{TITLE_LENGTH} characters, not blank")
 
 
 def _timestamp(number: int, name: str, value: Any) -> datetime:

@@ -108,15 +108,12 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.workers < 1:
         raise CommandError("--workers must be at least 1")
     configure_logging(settings)
-    if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
-        # Each worker writes its metrics there; /metrics adds them up.
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="session-service-metrics-")
-    if args.workers > 1 and WORKERS_DIR_ENV not in os.environ:
-        # Each worker answers the admin routes of the others on a socket there; mkdtemp makes
-        # it this user's alone. Each worker removes its socket as it stops, serve the rest.
-        workers_dir = tempfile.mkdtemp(prefix="session-service-workers-")
-        os.environ[WORKERS_DIR_ENV] = workers_dir
-        atexit.register(shutil.rmtree, workers_dir, ignore_errors=True)
+    if args.workers > 1:
+        # Each worker writes its metrics in the first (/metrics adds them up) and answers the
+        # admin routes of the others on a socket in the second; mkdtemp makes them this
+        # user's alone, and serve removes them at exit (unless they were given).
+        _private_dir("PROMETHEUS_MULTIPROC_DIR", "session-service-metrics-")
+        _private_dir(WORKERS_DIR_ENV, "session-service-workers-")
     if database_url(settings.database_url).get_backend_name() == "sqlite":
         # The zero-configuration start: the embedded database migrates itself.
         _migrate(args, settings)
@@ -129,6 +126,12 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         proxy_headers=True,
     )
     return 0
+
+
+def _private_dir(variable: str, prefix: str) -> None:
+    if variable not in os.environ:
+        os.environ[variable] = made = tempfile.mkdtemp(prefix=prefix)
+        atexit.register(shutil.rmtree, made, ignore_errors=True)
 
 
 def _migrate(_args: argparse.Namespace, settings: Settings) -> int:

@@ -16,10 +16,8 @@ from session_service.chat.mirror import Mirror
 from session_service.chat.sessions import owned_session
 from session_service.chat.turn import ChatTurns
 from session_service.config import Settings
-from session_service.db.models import SESSION_ID_LENGTH, ChatSession
+from session_service.db.models import SESSION_ID_PATTERN, ChatSession
 from session_service.errors import Forbidden, Unauthorized
-
-SESSION_ID_PATTERN = rf"^[A-Za-z0-9_-]{{1,{SESSION_ID_LENGTH}}}$"
 
 
 class State(TypedDict):

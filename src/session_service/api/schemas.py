@@ -8,8 +8,13 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from session_service.chat.sessions import DEFAULT_TITLE
-from session_service.db.models import TITLE_LENGTH, AuditEvent, ChatMessage, ChatSession
-from session_service.deps import SESSION_ID_PATTERN
+from session_service.db.models import (
+    SESSION_ID_PATTERN,
+    TITLE_LENGTH,
+    AuditEvent,
+    ChatMessage,
+    ChatSession,
+)
 
 RESERVED_SESSION_IDS = frozenset({"status", "cleanup"})
 MAX_CLEANUP_AGE_SECONDS = 10 * 365 * 24 * 3600  # "every agent idle at all" needs no more

@@ -47,8 +47,12 @@ class BackupRepository:
         ).all()
 
     async def session_exists(self, session_id: str) -> bool:
+        """Whether it exists, locking its row until the transaction ends: every writer of a
+        session's messages locks the session's row first (no deadlock with a turn)."""
         found = await self.session.scalar(
-            select(col(ChatSession.session_id)).where(col(ChatSession.session_id) == session_id)
+            select(col(ChatSession.session_id))
+            .where(col(ChatSession.session_id) == session_id)
+            .with_for_update()
         )
         return found is not None
 

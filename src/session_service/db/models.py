@@ -31,6 +31,7 @@ SQLModel.metadata.naming_convention = {
 metadata: MetaData = SQLModel.metadata
 
 SESSION_ID_LENGTH = 64
+SESSION_ID_PATTERN = rf"^[A-Za-z0-9_-]{{1,{SESSION_ID_LENGTH}}}$"
 USER_ID_LENGTH = 255
 TITLE_LENGTH = 500
 

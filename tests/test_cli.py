@@ -33,6 +33,7 @@ SESSION: dict[str, object] = {  # a session's line in a backup
     "title": "t",
     "context": {},
     "ragflow_session_id": None,
+    "ragflow_chat_id": None,
     "created_at": "2026-11-24T00:00:00+00:00",
     "updated_at": "2026-11-24T00:00:00+00:00",
 }

@@ -114,7 +114,16 @@ KNOWN_SERIES = {
         operation=RAGFLOW_OPERATIONS, outcome=("ok", "error")
     ),
     "session_ragflow_errors_total": labelled(
-        operation=RAGFLOW_OPERATIONS, kind=("auth", "not_found", "unavailable", "error")
+        operation=RAGFLOW_OPERATIONS,
+        kind=(
+            "auth",
+            "chat_forbidden",
+            "not_found",
+            "route_missing",
+            "unsupported",
+            "unavailable",
+            "error",
+        ),
     ),
     "session_agents_released_total": labelled(reason=("idle", "manual", "deleted")),
 }

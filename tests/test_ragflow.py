@@ -16,13 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from session_service.config import Settings
 from session_service.db.models import ChatSession, RagflowDeletion
-from session_service.ragflow.client import (
-    RagflowAuthError,
-    RagflowClient,
-    RagflowNotFound,
-    RagflowUnavailable,
-    new_http_client,
-)
+from session_service.ragflow.client import RagflowClient, new_http_client
+from session_service.ragflow.errors import RagflowAuthError, RagflowNotFound, RagflowUnavailable
 from tests.conftest import serve_app
 from tests.fakes.openai import FakeLLM
 from tests.fakes.ragflow import API_KEY, CHAT_ID, FakeRagflow
@@ -99,10 +94,13 @@ async def test_chat_mode_grounds_the_answer_with_references(
     [completion] = fake_ragflow.calls("POST", "/completions")
     assert completion.json["session_id"] == created["ragflow_session_id"]
     assert completion.json["question"] == "What is the capital of France?"
-    assert completion.path == f"/api/v1/chats/{CHAT_ID}/completions"
+    assert completion.path == "/api/v1/chat/completions"  # v0.27: the current route
+    assert completion.json["chat_id"] == CHAT_ID
     system = fake_llm.calls[-1]["messages"][0]["content"]
-    assert "Paris, according to the documents" in system
-    assert "geography.pdf" in system
+    assert "Paris, according to the documents [ID:0]" in system
+    # the sources numbered as RAGFlow's citations count them: [ID:0] is the first chunk
+    assert "[ID:0] geography.pdf: Paris is the capital of France." in system
+    assert "[ID:1] rivers.md" in system
     meta = answer["assistant_message"]["metadata"]
     assert meta["grounding"] == "ragflow_chat"
     assert meta["references"] == [
@@ -112,6 +110,7 @@ async def test_chat_mode_grounds_the_answer_with_references(
             "chunk_id": "chunk-paris",
             "dataset_id": "ds-1",
             "similarity": 0.91,
+            "cited": True,
         },
         {
             "document_name": "rivers.md",
@@ -119,6 +118,7 @@ async def test_chat_mode_grounds_the_answer_with_references(
             "chunk_id": "chunk-seine",
             "dataset_id": "ds-2",
             "similarity": 0.74,
+            "cited": False,  # retrieved, not cited: RAGFlow lists every retrieved chunk
         },
     ]
     assert fake_ragflow.calls("POST", "/retrieval") == []
@@ -321,11 +321,11 @@ async def test_proxy_errors_are_retried_and_server_errors_are_not(
     ragflow_client: RagflowClient, fake_ragflow: FakeRagflow
 ) -> None:
     fake_ragflow.fail_next, fake_ragflow.fail_next_mode = 2, "502"
-    assert await ragflow_client.create_session("retried", "u")
+    assert (await ragflow_client.retrieve("retried")).references
     assert len(fake_ragflow.server.requests) == 3
     fake_ragflow.fail_next, fake_ragflow.fail_next_mode = 1, "500"
     with pytest.raises(RagflowUnavailable):
-        await ragflow_client.create_session("not retried", "u")
+        await ragflow_client.retrieve("not retried")
     assert len(fake_ragflow.server.requests) == 4
 
 
@@ -353,12 +353,12 @@ async def test_a_streamed_answer_is_folded(
 async def test_deleting_an_unknown_mirror_counts_as_deleted(
     ragflow_client: RagflowClient, fake_ragflow: FakeRagflow
 ) -> None:
-    await ragflow_client.delete_session("f" * 32)
+    await ragflow_client.delete_session("f" * 32, CHAT_ID)
     mirror = await ragflow_client.create_session("s", "u")
-    await ragflow_client.delete_session(mirror)
+    await ragflow_client.delete_session(mirror, CHAT_ID)
     assert mirror not in fake_ragflow.sessions
     with pytest.raises(ValueError, match="refusing"):
-        await ragflow_client.delete_session("")
+        await ragflow_client.delete_session("", CHAT_ID)
     assert all(r.json["ids"] for r in fake_ragflow.calls("DELETE"))
 
 

@@ -123,7 +123,8 @@ async def _restore_session(
         counts.skipped_sessions += 1
     else:
         values = {name: session[name] for name in SESSION_FIELDS}
-        await backups.add_session({**values, "message_count": 0})
+        chat = {"ragflow_chat_id": session.get("ragflow_chat_id")}  # not in older backups
+        await backups.add_session({**values, **chat, "message_count": 0})
         counts.sessions += 1
     added = False
     for chunk in _chunks(messages, MESSAGES_PER_PAGE):
@@ -228,6 +229,7 @@ def _chunks(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[st
 
 def _session_fields(row: ChatSession) -> dict[str, Any]:
     fields = {name: getattr(row, name) for name in SESSION_FIELDS}
+    fields["ragflow_chat_id"] = row.ragflow_chat_id
     fields["created_at"] = row.created_at.isoformat()
     fields["updated_at"] = row.updated_at.isoformat()
     return fields

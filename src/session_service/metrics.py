@@ -60,8 +60,11 @@ class RagflowOperation(StrEnum):
 
 
 class RagflowErrorKind(StrEnum):
-    AUTH = "auth"
-    NOT_FOUND = "not_found"
+    AUTH = "auth"  # the API key is wrong
+    CHAT_FORBIDDEN = "chat_forbidden"  # the key cannot use the chat
+    NOT_FOUND = "not_found"  # the session is not (or no longer) the chat's
+    ROUTE_MISSING = "route_missing"  # HTTP 404: the server has no such route
+    UNSUPPORTED = "unsupported"  # a RAGFlow version that cannot serve the call
     UNAVAILABLE = "unavailable"
     ERROR = "error"
 

@@ -8,7 +8,15 @@ from typing import Any
 
 from session_service.chat.mirror import Mirror
 from session_service.db.models import ChatSession
-from session_service.ragflow.client import RagflowError, RagflowNotFound, RagflowUnavailable
+from session_service.ragflow.errors import (
+    RagflowAuthError,
+    RagflowChatForbidden,
+    RagflowError,
+    RagflowNotFound,
+    RagflowRouteMissing,
+    RagflowUnavailable,
+    RagflowUnsupported,
+)
 from session_service.ragflow.models import Grounding
 
 log = logging.getLogger(__name__)
@@ -21,6 +29,7 @@ class Grounded:
 
 
 UNGROUNDED = Grounded()
+_MISCONFIGURED = (RagflowAuthError, RagflowChatForbidden, RagflowRouteMissing, RagflowUnsupported)
 
 
 async def ground(mirror: Mirror | None, row: ChatSession, question: str) -> Grounded:
@@ -34,7 +43,11 @@ async def ground(mirror: Mirror | None, row: ChatSession, question: str) -> Grou
     try:
         grounding = await _ask(mirror, row, question)
     except RagflowError as exc:
-        log.warning("grounding unavailable session_id=%s reason=%s", row.session_id, exc)
+        # What an operator must fix (wrong key or chat, a RAGFlow that lacks the route or
+        # cannot serve it) is an error in the log; an outage a warning: both leave the turn
+        # answered from the LLM alone.
+        level = logging.ERROR if isinstance(exc, _MISCONFIGURED) else logging.WARNING
+        log.log(level, "grounding unavailable session_id=%s reason=%s", row.session_id, exc)
         return Grounded(metadata={"grounding": "unavailable"})
     return Grounded(
         text=grounding.text or None,

@@ -1,5 +1,8 @@
 """Each session's mirror in RAGFlow: created with it (or at its first turn), renamed with it,
-and deleted with it — through a table of pending deletions retried until RAGFlow confirms."""
+and deleted with it — through a table of pending deletions retried until RAGFlow confirms.
+
+A mirror belongs to the chat that made it (`ragflow_chat_id`): it is renamed and deleted under
+that chat, and made again in the configured chat once RAGFLOW_CHAT_ID names another."""
 
 from __future__ import annotations
 
@@ -12,7 +15,8 @@ from session_service.background import Repeating
 from session_service.db.models import ChatSession
 from session_service.db.repositories import RagflowDeletionRepository, SessionRepository
 from session_service.db.types import utcnow
-from session_service.ragflow.client import RagflowClient, RagflowError
+from session_service.ragflow.client import RagflowClient
+from session_service.ragflow.errors import RagflowChatForbidden, RagflowError
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,11 @@ class Mirror:
             "ragflow-deletions", self.delete_pending, interval=retry_interval, run_at_start=True
         )
 
+    @property
+    def chat_id(self) -> str:
+        """The configured chat, where new mirrors are made."""
+        return self.ragflow.chat_id
+
     async def create(self, title: str, user_id: str) -> str | None:
         """A new RAGFlow session, or None if RAGFlow cannot make one now (made at a turn)."""
         try:
@@ -43,43 +52,51 @@ class Mirror:
             return None
 
     async def ensure(self, row: ChatSession, *, replacing: str | None = None) -> str | None:
-        """The session's mirror id, creating it (or replacing a lost one) if need be."""
-        if row.ragflow_session_id and row.ragflow_session_id != replacing:
-            return row.ragflow_session_id
+        """The session's mirror id in the configured chat, creating it (or replacing a lost
+        one, or one of another chat) if need be."""
+        current = row.ragflow_session_id
+        if current and current != replacing and row.ragflow_chat_id in (None, self.chat_id):
+            return current
+        replacing = current
         mirror_id = await self.create(row.title, row.user_id)
         if mirror_id is None:
             return None
         async with self._session_factory() as db, db.begin():
+            deletions = RagflowDeletionRepository.from_session(db)
             stored = await SessionRepository.from_session(db).set_mirror(
-                row.session_id, mirror_id, replacing=replacing
+                row.session_id, mirror_id, self.chat_id, replacing=replacing
             )
             if not stored:  # the session is gone, or got a mirror meanwhile: ours is spare
-                await RagflowDeletionRepository.from_session(db).add(
-                    mirror_id, self.ragflow.chat_id
-                )
-        if not stored:
+                await deletions.add(mirror_id, self.chat_id)
+            elif replacing is not None:  # gone, or in another chat: deleted there if it is
+                await deletions.add(replacing, row.ragflow_chat_id or self.chat_id)
+        if not stored or replacing is not None:
             self.wake()
+        if not stored:
             return None
         log.info(
             "ragflow session mirrored session_id=%s ragflow_session_id=%s",
             row.session_id,
             mirror_id,
         )
-        row.ragflow_session_id = mirror_id
+        row.ragflow_session_id, row.ragflow_chat_id = mirror_id, self.chat_id
         return mirror_id
 
     async def rename(self, row: ChatSession) -> None:
         if not row.ragflow_session_id:
             return
         try:
-            await self.ragflow.rename_session(row.ragflow_session_id, row.title)
+            await self.ragflow.rename_session(
+                row.ragflow_session_id, row.title, row.ragflow_chat_id or self.chat_id
+            )
         except RagflowError as exc:
             log.warning("ragflow session not renamed session_id=%s: %s", row.session_id, exc)
 
-    async def forget(self, db: AsyncSession, ragflow_session_id: str) -> None:
-        """Queue the deletion of a mirror, in the caller's transaction (call `wake` after it)."""
+    async def forget(self, db: AsyncSession, ragflow_session_id: str, chat_id: str | None) -> None:
+        """Queue the deletion of a mirror of `chat_id` (None: the configured chat), in the
+        caller's transaction (call `wake` after it)."""
         await RagflowDeletionRepository.from_session(db).add(
-            ragflow_session_id, self.ragflow.chat_id
+            ragflow_session_id, chat_id or self.chat_id
         )
 
     def wake(self) -> None:
@@ -96,8 +113,15 @@ class Mirror:
         for pending in due:
             assert pending.id is not None
             try:
-                await self.ragflow.delete_session(pending.ragflow_session_id)
+                await self.ragflow.delete_session(pending.ragflow_session_id, pending.chat_id)
             except RagflowError as exc:
+                if isinstance(exc, RagflowChatForbidden):  # never "deleted", never "bad key"
+                    log.error(
+                        "ragflow session not deleted: the API key cannot use chat %s "
+                        "ragflow_session_id=%s (check RAGFLOW_API_KEY and that chat)",
+                        pending.chat_id,
+                        pending.ragflow_session_id,
+                    )
                 backoff = min(
                     timedelta(seconds=self._retry_interval * 2**pending.attempts), MAX_BACKOFF
                 )

@@ -62,6 +62,7 @@ async def create_session(
         title=title,
         context=context or {},
         ragflow_session_id=mirror_id,
+        ragflow_chat_id=mirror.chat_id if mirror_id is not None and mirror is not None else None,
     )
     try:
         await sessions.insert(row)
@@ -69,7 +70,7 @@ async def create_session(
         # A concurrent create with the same id won the race: answer as if we came second.
         await db.rollback()
         if mirror is not None and mirror_id is not None:
-            await mirror.forget(db, mirror_id)
+            await mirror.forget(db, mirror_id, mirror.chat_id)
             await db.commit()
             mirror.wake()
         existing = await sessions.get(row.session_id)
@@ -166,7 +167,7 @@ async def delete_session(
     )
     if row.ragflow_session_id:
         if mirror is not None:
-            await mirror.forget(db, row.ragflow_session_id)
+            await mirror.forget(db, row.ragflow_session_id, row.ragflow_chat_id)
         else:
             log.warning(
                 "RAGFlow is off: its session %s (of session %s) is left there",

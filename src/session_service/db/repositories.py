@@ -133,8 +133,11 @@ class SessionRepository:
             delete(ChatSession).where(col(ChatSession.session_id) == session_id)
         )
 
-    async def set_mirror(self, session_id: str, mirror_id: str, *, replacing: str | None) -> bool:
-        """Point the session at its RAGFlow mirror, unless someone else already changed it."""
+    async def set_mirror(
+        self, session_id: str, mirror_id: str, chat_id: str, *, replacing: str | None
+    ) -> bool:
+        """Point the session at its RAGFlow mirror in `chat_id`, unless someone else already
+        changed it."""
         result = await self.session.execute(
             update(SESSIONS)
             .where(
@@ -143,7 +146,7 @@ class SessionRepository:
                 if replacing is not None
                 else SESSIONS.c.ragflow_session_id.is_(None),
             )
-            .values(ragflow_session_id=mirror_id)
+            .values(ragflow_session_id=mirror_id, ragflow_chat_id=chat_id)
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
 

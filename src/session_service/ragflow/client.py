@@ -1,8 +1,11 @@
-"""RAGFlow over one shared httpx.AsyncClient, as `shared/spec/ragflow-api.md` describes it.
+"""RAGFlow over one shared httpx.AsyncClient, as its server behaves from v0.24 to v0.27
+(docs/ragflow.md).
 
-Success is HTTP 2xx *and* `code == 0`; errors mostly come as HTTP 200 with a non-zero code.
-Only what is safe to repeat is retried (connect errors, 502/503/504 from a proxy), within a
-bounded total time.
+Success is HTTP 2xx *and* `code == 0`; errors mostly come as HTTP 200 with a non-zero code,
+whose meaning `ragflow.errors` decides. Only calls that are safe to repeat (retrieval, rename,
+delete by id) are retried, on connect errors and 502/503/504 from a proxy, within a bounded
+total time: a repeated create would make a session no one deletes, and a repeated completion
+would ask (and pay) twice.
 """
 
 from __future__ import annotations
@@ -22,38 +25,28 @@ from tenacity import (
 )
 
 from session_service import metrics
-from session_service.ragflow.models import Grounding, Reference, references_from
+from session_service.metrics import RagflowErrorKind
+from session_service.ragflow.errors import (
+    CODE_OK,
+    RagflowAuthError,
+    RagflowChatForbidden,
+    RagflowError,
+    RagflowMethodNotAllowed,
+    RagflowNotFound,
+    RagflowRouteMissing,
+    RagflowUnavailable,
+    RagflowUnsupported,
+    error_for,
+)
+from session_service.ragflow.models import Grounding, Reference, cited_indices, references_from
 
 log = logging.getLogger(__name__)
 
-CODE_OK = 0
-CODE_DATA_ERROR = 102  # unknown session, blank name, "doesn't own" ...
-CODE_AUTH = 109
 RETRYABLE_STATUS = frozenset({502, 503, 504})
 RETRY_ATTEMPTS = 3
 RETRY_TOTAL_SECONDS = 10.0
 RETRIEVAL_PAGE_SIZE = 6
 SNIPPET_CHARS = 1500
-
-
-class RagflowError(Exception):
-    """RAGFlow failed, was unreachable, or answered something we cannot use."""
-
-    def __init__(self, message: str, *, code: int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class RagflowNotFound(RagflowError):
-    """Code 102 for an id RAGFlow does not know (or that is not ours)."""
-
-
-class RagflowAuthError(RagflowError):
-    """HTTP 401 (v0.26+) or code 109 (older): the API key is wrong."""
-
-
-class RagflowUnavailable(RagflowError):
-    """Connection refused or dropped, a timeout, or a 5xx: worth trying again later."""
 
 
 class _Retryable(RagflowUnavailable):
@@ -81,8 +74,12 @@ class RagflowClient:
         self._manage_timeout = httpx.Timeout(
             min(MANAGE_TIMEOUT_SECONDS, read), connect=http.timeout.connect
         )
+        # v0.25.1+ has POST /chat/completions; older servers only the deprecated route.
+        self._current_completions_route = True
 
     async def create_session(self, name: str, user_id: str) -> str:
+        """A new session of the current chat. Not retried: a create whose answer was lost may
+        have made a session, and a second one would never be deleted."""
         data = await self._call(
             "POST",
             f"/chats/{self.chat_id}/sessions",
@@ -94,47 +91,61 @@ class RagflowClient:
             raise RagflowError("RAGFlow created a session without an id")
         return session_id
 
-    async def rename_session(self, session_id: str, name: str) -> None:
-        path = f"/chats/{self.chat_id}/sessions/{session_id}"
+    async def rename_session(self, session_id: str, name: str, chat_id: str) -> None:
+        """PATCH (v0.25.1+), or PUT where the server has no PATCH: it answers code 100
+        `<MethodNotAllowed ...>`, never HTTP 405 (v0.24, v0.25.0)."""
+        path = f"/chats/{chat_id}/sessions/{session_id}"
         body = {"name": name.strip() or "New chat"}
         try:
-            await self._call("PATCH", path, body, limits=self._manage_timeout)
-        except RagflowError as exc:
-            if exc.code != 405:
-                raise
-            await self._call("PUT", path, body, limits=self._manage_timeout)  # up to v0.25
+            await self._call("PATCH", path, body, limits=self._manage_timeout, retry=True)
+        except RagflowMethodNotAllowed:
+            await self._call("PUT", path, body, limits=self._manage_timeout, retry=True)
 
-    async def delete_session(self, session_id: str) -> None:
-        """Delete one mirrored session; one RAGFlow no longer knows counts as deleted."""
+    async def delete_session(self, session_id: str, chat_id: str) -> None:
+        """Delete one mirrored session under the chat that made it; one that chat no longer
+        has counts as deleted. RagflowChatForbidden if the key cannot use that chat."""
         if not session_id:
-            # Older RAGFlow deletes *every* session of the chat for an empty or missing list.
+            # v0.24 deletes *every* session of the chat for an empty or missing list.
             raise ValueError("refusing to delete without a session id")
         try:
             data = await self._call(
                 "DELETE",
-                f"/chats/{self.chat_id}/sessions",
+                f"/chats/{chat_id}/sessions",
                 {"ids": [session_id]},
                 limits=self._manage_timeout,
+                retry=True,
             )
         except RagflowNotFound:
             return
         errors = data.get("errors") if isinstance(data, dict) else None
-        if errors and not all(_is_not_found(str(error)) for error in errors):
+        if errors and not all(isinstance(error_for(102, str(e)), RagflowNotFound) for e in errors):
             raise RagflowError(f"RAGFlow did not delete session {session_id}: {errors}")
 
     async def ask(self, session_id: str, question: str, user_id: str) -> Grounding:
-        """Ask the session's RAGFlow conversation; its answer and references ground ours."""
-        data = await self._call(
-            "POST",
-            f"/chats/{self.chat_id}/completions",
-            {"question": question, "stream": False, "session_id": session_id, "user_id": user_id},
-        )
+        """Ask the session's RAGFlow conversation; its answer and references ground ours.
+
+        Through `POST /chat/completions` where the server has it, else the deprecated
+        `POST /chats/{id}/completions` (v0.24, v0.25.0). Never retried.
+        """
+        body: dict[str, Any] = {"question": question, "stream": False, "session_id": session_id}
+        data = None
+        if self._current_completions_route:
+            try:
+                data = await self._call(
+                    "POST", "/chat/completions", {**body, "chat_id": self.chat_id}
+                )
+            except RagflowRouteMissing:
+                self._current_completions_route = False
+                log.info("RAGFlow has no /chat/completions: asking through its older route")
+        if data is None:
+            old = f"/chats/{self.chat_id}/completions"
+            data = await self._call("POST", old, {**body, "user_id": user_id})
         if not isinstance(data, dict):
             raise RagflowError("RAGFlow answered without data")
-        references = references_from(data.get("reference"))
         answer = str(data.get("answer") or "").strip()
         if answer.startswith("**ERROR**"):
             raise RagflowError(f"RAGFlow failed to answer: {answer[:200]}")
+        references = references_from(data.get("reference"), cited=cited_indices(answer))
         text = f"The knowledge base's answer: {answer}" if answer else ""
         return Grounding("ragflow_chat", _with_sources(text, references), references)
 
@@ -151,6 +162,7 @@ class RagflowClient:
                 "keyword": False,
                 "highlight": False,
             },
+            retry=True,
         )
         references = references_from(data)
         return Grounding("retrieval", _with_sources("", references), references)
@@ -162,12 +174,17 @@ class RagflowClient:
         body: dict[str, Any],
         *,
         limits: httpx.Timeout | None = None,
+        retry: bool = False,
     ) -> Any:
-        """One call, retried where safe; timed and counted by operation in the metrics."""
+        """One call, retried if `retry` (only what is safe to repeat); timed and counted by
+        operation in the metrics."""
         operation = _OPERATIONS.get((method, path.rsplit("/", 1)[-1]), "rename_session")
         started = time.perf_counter()
         try:
-            data = await self._call_retrying(method, path, body, limits)
+            if retry:
+                data = await self._call_retrying(method, path, body, limits)
+            else:
+                data = await self._call_once(method, path, body, limits)
         except RagflowError as exc:
             metrics.RAGFLOW_CALL_SECONDS.labels(operation, "error").observe(
                 time.perf_counter() - started
@@ -213,6 +230,8 @@ class RagflowClient:
             )
         if response.status_code == 401:
             raise RagflowAuthError("RAGFlow refused the API key (HTTP 401)", code=401)
+        if response.status_code == 404:
+            raise RagflowRouteMissing(f"RAGFlow has no route {method} {path} (HTTP 404)", code=404)
         if response.status_code >= 500:
             raise RagflowUnavailable(f"RAGFlow answered HTTP {response.status_code}")
         if response.status_code >= 400:
@@ -223,14 +242,7 @@ class RagflowClient:
         code = envelope.get("code")
         if code == CODE_OK:
             return envelope.get("data")
-        message = str(envelope.get("message") or "")
-        if code == CODE_AUTH or code == 401:
-            raise RagflowAuthError(f"RAGFlow refused the API key: {message}", code=code)
-        if code == CODE_DATA_ERROR and _is_not_found(message):
-            raise RagflowNotFound(message, code=code)
-        raise RagflowError(
-            f"RAGFlow error {code}: {message[:300]}", code=code if isinstance(code, int) else None
-        )
+        raise error_for(code, str(envelope.get("message") or ""))
 
 
 _OPERATIONS = {
@@ -241,14 +253,18 @@ _OPERATIONS = {
 }
 
 
-def _kind(exc: RagflowError) -> str:
-    if isinstance(exc, RagflowAuthError):
-        return "auth"
-    if isinstance(exc, RagflowNotFound):
-        return "not_found"
-    if isinstance(exc, RagflowUnavailable):
-        return "unavailable"
-    return "error"
+_KINDS: tuple[tuple[type[RagflowError], RagflowErrorKind], ...] = (
+    (RagflowAuthError, RagflowErrorKind.AUTH),
+    (RagflowChatForbidden, RagflowErrorKind.CHAT_FORBIDDEN),
+    (RagflowNotFound, RagflowErrorKind.NOT_FOUND),
+    (RagflowRouteMissing, RagflowErrorKind.ROUTE_MISSING),
+    (RagflowUnsupported, RagflowErrorKind.UNSUPPORTED),
+    (RagflowUnavailable, RagflowErrorKind.UNAVAILABLE),
+)
+
+
+def _kind(exc: RagflowError) -> RagflowErrorKind:
+    return next((kind for cls, kind in _KINDS if isinstance(exc, cls)), RagflowErrorKind.ERROR)
 
 
 def _envelope(response: httpx.Response) -> dict[str, Any]:
@@ -286,20 +302,22 @@ def _fold_stream(text: str) -> dict[str, Any]:
         if data.get("reference"):
             reference = data["reference"]
         piece = str(data.get("answer") or "")
+        if data.get("final") is True:
+            # v0.25.0-v0.26.0 repeat the whole answer (with citations) in the final event;
+            # v0.24 and v0.26.1+ send it empty.
+            answer = piece or answer
+            continue
         if "final" in data:
             deltas = True
         answer = answer + piece if deltas else (piece or answer)
     return {"code": CODE_OK, "data": {"answer": answer, "reference": reference}}
 
 
-def _is_not_found(message: str) -> bool:
-    lowered = message.lower()
-    return "not found" in lowered or "doesn't own" in lowered or "don't own" in lowered
-
-
 def _with_sources(text: str, references: list[Reference]) -> str:
+    """The grounding text, then each source numbered from 0 as RAGFlow numbers the chunks it
+    cites (`[ID:n]` is `reference.chunks[n]`), so its citations and ours line up."""
     parts = [text] if text else []
-    for index, reference in enumerate(references, start=1):
+    for index, reference in enumerate(references):
         name = reference.document_name or reference.document_id or "document"
-        parts.append(f"[{index}] {name}: {reference.content[:SNIPPET_CHARS]}")
+        parts.append(f"[ID:{index}] {name}: {reference.content[:SNIPPET_CHARS]}")
     return "\n\n".join(parts)

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+import re
+from collections.abc import Collection
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+# RAGFlow's citation marks: `[ID:n]`, and from v0.25 a bare `[n]` (its CITATION_MARKER_PATTERN).
+_CITATION = re.compile(r"\[(?:ID:)?\s*([0-9]+)\s*\]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,6 +20,7 @@ class Reference:
     dataset_id: str | None
     similarity: float | None
     content: str
+    cited: bool | None = None  # by the knowledge base's answer; None: no answer to cite it
 
     @classmethod
     def from_chunk(cls, chunk: dict[str, Any]) -> Reference:
@@ -24,19 +31,22 @@ class Reference:
             document_id=chunk.get("document_id"),
             chunk_id=chunk.get("id") or chunk.get("chunk_id"),
             dataset_id=chunk.get("dataset_id"),
-            similarity=float(similarity) if isinstance(similarity, int | float) else None,
+            similarity=_finite(similarity),
             content=str(chunk.get("content") or chunk.get("content_with_weight") or ""),
         )
 
     def public(self) -> dict[str, Any]:
         """What a stored message's `metadata.references` holds (the chunk text stays out)."""
-        return {
+        public: dict[str, Any] = {
             "document_name": self.document_name,
             "document_id": self.document_id,
             "chunk_id": self.chunk_id,
             "dataset_id": self.dataset_id,
             "similarity": self.similarity,
         }
+        if self.cited is not None:
+            public["cited"] = self.cited
+        return public
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,11 +58,30 @@ class Grounding:
     references: list[Reference] = field(default_factory=list)
 
 
-def references_from(payload: Any) -> list[Reference]:
-    """The chunks of a `reference` object; tolerant of `{}`, `{"chunks": []}` and nulls."""
+def references_from(payload: Any, *, cited: Collection[int] | None = None) -> list[Reference]:
+    """The chunks of a `reference` object; tolerant of `{}`, `{"chunks": []}` and nulls.
+
+    `reference.chunks` holds every chunk RAGFlow retrieved, cited or not; `cited` (indices into
+    that list, as `[ID:n]` counts) marks those the answer cites.
+    """
     if not isinstance(payload, dict):
         return []
     chunks = payload.get("chunks")
     if not isinstance(chunks, list):
         return []
-    return [Reference.from_chunk(chunk) for chunk in chunks if isinstance(chunk, dict)]
+    references = [Reference.from_chunk(chunk) for chunk in chunks if isinstance(chunk, dict)]
+    if cited is None:
+        return references
+    return [replace(ref, cited=index in cited) for index, ref in enumerate(references)]
+
+
+def cited_indices(answer: str) -> set[int]:
+    """The chunk indices an answer cites, counted from 0 as RAGFlow's prompt numbers them."""
+    return {int(number) for number in _CITATION.findall(answer)}
+
+
+def _finite(value: Any) -> float | None:
+    """A similarity that JSON and the database can hold: NaN and infinities become None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None

@@ -9,13 +9,10 @@ from typing import Any
 from session_service.chat.mirror import Mirror
 from session_service.db.models import ChatSession
 from session_service.ragflow.errors import (
-    RagflowAuthError,
-    RagflowChatForbidden,
     RagflowError,
     RagflowNotFound,
-    RagflowRouteMissing,
     RagflowUnavailable,
-    RagflowUnsupported,
+    misconfigured,
 )
 from session_service.ragflow.models import Grounding
 
@@ -29,7 +26,6 @@ class Grounded:
 
 
 UNGROUNDED = Grounded()
-_MISCONFIGURED = (RagflowAuthError, RagflowChatForbidden, RagflowRouteMissing, RagflowUnsupported)
 
 
 async def ground(mirror: Mirror | None, row: ChatSession, question: str) -> Grounded:
@@ -46,7 +42,7 @@ async def ground(mirror: Mirror | None, row: ChatSession, question: str) -> Grou
         # What an operator must fix (wrong key or chat, a RAGFlow that lacks the route or
         # cannot serve it) is an error in the log; an outage a warning: both leave the turn
         # answered from the LLM alone.
-        level = logging.ERROR if isinstance(exc, _MISCONFIGURED) else logging.WARNING
+        level = logging.ERROR if misconfigured(exc) else logging.WARNING
         log.log(level, "grounding unavailable session_id=%s reason=%s", row.session_id, exc)
         return Grounded(metadata={"grounding": "unavailable"})
     return Grounded(

@@ -16,7 +16,7 @@ from session_service.db.models import ChatSession
 from session_service.db.repositories import RagflowDeletionRepository, SessionRepository
 from session_service.db.types import utcnow
 from session_service.ragflow.client import RagflowClient
-from session_service.ragflow.errors import RagflowChatForbidden, RagflowError
+from session_service.ragflow.errors import RagflowChatForbidden, RagflowError, misconfigured
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,8 @@ class Mirror:
         try:
             return await self.ragflow.create_session(title, user_id)
         except RagflowError as exc:
-            log.warning("ragflow session not created (retried at the first turn): %s", exc)
+            level = logging.ERROR if misconfigured(exc) else logging.WARNING
+            log.log(level, "ragflow session not created (tried again at the next turn): %s", exc)
             return None
 
     async def ensure(self, row: ChatSession, *, replacing: str | None = None) -> str | None:

@@ -70,6 +70,14 @@ class RagflowUnavailable(RagflowError):
     """Connection refused or dropped, a timeout, or a 5xx: worth trying again later."""
 
 
+def misconfigured(exc: RagflowError) -> bool:
+    """What an operator must fix (the key, the chat, a RAGFlow without the route or unable to
+    serve it), as opposed to an outage that passes by itself: logged as an error."""
+    return isinstance(
+        exc, RagflowAuthError | RagflowChatForbidden | RagflowRouteMissing | RagflowUnsupported
+    )
+
+
 def error_for(code: object, message: str) -> RagflowError:
     """The error an HTTP 200 envelope with a non-zero `code` stands for."""
     lowered = message.lower()

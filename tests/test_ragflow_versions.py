@@ -17,6 +17,7 @@ from session_service.ragflow.client import RagflowClient, new_http_client
 from session_service.ragflow.errors import (
     RagflowAuthError,
     RagflowChatForbidden,
+    RagflowNotFound,
     RagflowRouteMissing,
     RagflowUnavailable,
     RagflowUnsupported,
@@ -52,7 +53,7 @@ async def _mirror(db: Factory, session_id: str) -> tuple[str | None, str | None]
 
 
 @versions(*CHAT_MODE)
-@pytest.mark.parametrize("recorded", [True, False], ids=["chat-recorded", "made-before-it-was"])
+@pytest.mark.parametrize("recorded", [True, False], ids=["chat-recorded", "recorded-at-start"])
 async def test_after_the_chat_changes_a_session_gets_a_mirror_in_the_new_chat(
     ragflow_settings: Callable[..., Settings],
     fake_ragflow: FakeRagflow,
@@ -66,22 +67,37 @@ async def test_after_the_chat_changes_a_session_gets_a_mirror_in_the_new_chat(
     old, chat = await _mirror(db, session_id)
     assert old in fake_ragflow.sessions_of(CHAT_ID)
     assert chat == CHAT_ID
-    if not recorded:  # as a row from before the chat was recorded: found out by asking
+    if not recorded:  # a row from before the chat was recorded, then the upgrade's start
         async with db() as session, session.begin():
             await session.execute(
                 update(ChatSession)
                 .where(ChatSession.session_id == session_id)  # type: ignore[arg-type]
                 .values(ragflow_chat_id=None)
             )
+        async with serve_app(ragflow_settings()):
+            assert await _mirror(db, session_id) == (old, CHAT_ID)
     fake_ragflow.add_chat(NEW_CHAT)
     async with serve_app(ragflow_settings(ragflow_chat_id=NEW_CHAT)) as client:
         answer = await turn(client, HEADERS, session_id, "What is the capital of France?")
         assert answer["assistant_message"]["metadata"]["grounding"] == "ragflow_chat"
         new, chat = await _mirror(db, session_id)
         assert (chat, new in fake_ragflow.sessions_of(NEW_CHAT)) == (NEW_CHAT, True)
-        if recorded:  # ... and the old one is deleted from the chat that made it
-            await eventually(lambda: _gone(fake_ragflow, old, db))
-        # (a row from before the chat was recorded cannot say which chat that was)
+        # ... and the old one is deleted from the chat that made it
+        await eventually(lambda: _gone(fake_ragflow, old, db))
+
+
+@versions(*CHAT_MODE)
+async def test_every_wording_of_not_this_chats_session_is_not_found(
+    client_of: RagflowClient, fake_ragflow: FakeRagflow, version: tuple[int, int, int]
+) -> None:
+    """ "Session not found!", "Session does not belong to this chat!" (v0.25.1+), "You don't
+    own the session X" (older): each makes the mirror again (a session recorded under the
+    wrong chat is found out this way)."""
+    fake_ragflow.version = version
+    fake_ragflow.add_chat(NEW_CHAT)
+    for session in (fake_ragflow.add_session(NEW_CHAT), "0" * 32):  # another chat's; unknown
+        with pytest.raises(RagflowNotFound):
+            await client_of.ask(session, "q", "u")
 
 
 async def _gone(fake: FakeRagflow, mirror: str | None, db: Factory) -> bool:

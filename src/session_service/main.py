@@ -188,6 +188,7 @@ async def _start_ragflow(
         session_factory,
         retry_interval=settings.ragflow_retry_interval_seconds,
     )
+    await mirror.record_older_mirrors()
     _run_in_background(stack, mirror.deletions)
     log.info(
         "RAGFlow on: %s chat %s, grounding by %s",

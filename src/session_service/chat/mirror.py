@@ -83,6 +83,19 @@ class Mirror:
         row.ragflow_session_id, row.ragflow_chat_id = mirror_id, self.chat_id
         return mirror_id
 
+    async def record_older_mirrors(self) -> None:
+        """At start: mirrors made before their chat was recorded were made in the chat then
+        configured, taken to be this one (right unless RAGFLOW_CHAT_ID changed in the same
+        restart as the upgrade that began recording it)."""
+        try:
+            async with self._session_factory() as db, db.begin():
+                recorded = await SessionRepository.from_session(db).record_mirror_chat(self.chat_id)
+        except Exception as exc:  # the database may be down: the next start does it
+            log.warning("older mirrors' chat not recorded: %r", exc)
+            return
+        if recorded:
+            log.info("ragflow chat %s recorded for %d older mirrors", self.chat_id, recorded)
+
     async def rename(self, row: ChatSession) -> None:
         if not row.ragflow_session_id:
             return

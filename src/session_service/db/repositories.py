@@ -150,6 +150,15 @@ class SessionRepository:
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
+    async def record_mirror_chat(self, chat_id: str) -> int:
+        """Mirrors made before their chat was recorded: record `chat_id`; how many."""
+        result = await self.session.execute(
+            update(SESSIONS)
+            .where(SESSIONS.c.ragflow_session_id.is_not(None), SESSIONS.c.ragflow_chat_id.is_(None))
+            .values(ragflow_chat_id=chat_id)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
     async def record_messages(
         self, session_id: str, count: int, at: datetime, *, generating: int | None = None
     ) -> None:

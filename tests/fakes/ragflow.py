@@ -1,7 +1,9 @@
 """A fake RAGFlow HTTP API that answers as the real server does, per version (docs/ragflow.md).
 
 Errors are HTTP 200 envelopes with a non-zero code; a wrong method is HTTP 200 code 100, never
-a 405; an unknown route is a 404; what differs by version lives in ragflow_versions.py.
+a 405; an unknown route is a 404. What differs by version: ragflow_wire.py (versions, routes,
+envelopes, wordings, chunk shapes), ragflow_sessions.py (the session routes) and
+ragflow_answers.py (completions and retrieval).
 
 Knobs (attributes a test sets):
 - `version`: (0, 24, 0), (0, 25, 0), (0, 25, 1), (0, 25, 6) or (0, 27, 0) (the default);
@@ -30,9 +32,10 @@ import json
 from typing import Any
 from urllib.parse import parse_qsl
 
-from tests.fakes import ragflow_versions as rv
+from tests.fakes import ragflow_wire as wire
 from tests.fakes.http import DropConnection, FakeServer, Reply, Request, Stream
-from tests.fakes.ragflow_versions import PROLOGUE, TENANT_ID, RagflowApi, crash
+from tests.fakes.ragflow_answers import AnswerRoutes
+from tests.fakes.ragflow_wire import PROLOGUE, TENANT_ID, crash
 
 __all__ = ["API_KEY", "CHAT_ID", "CHUNKS", "PROLOGUE", "TENANT_ID", "FakeRagflow"]
 
@@ -64,11 +67,11 @@ CHUNKS: list[dict[str, Any]] = [
 ]
 
 
-class FakeRagflow(RagflowApi):
-    """The server, its state and knobs; the routes themselves are in `RagflowApi`."""
+class FakeRagflow(AnswerRoutes):
+    """The server, its state and knobs; the routes are in `AnswerRoutes` and `SessionRoutes`."""
 
     def __init__(self) -> None:
-        self.version: tuple[int, ...] = rv.V27
+        self.version: tuple[int, ...] = wire.V27
         self.sessions: dict[str, dict[str, Any]] = {}
         self.owned_chats: set[str] = {CHAT_ID}
         self.owned_datasets: set[str] = {"ds-1", "ds-2"}
@@ -136,31 +139,31 @@ class FakeRagflow(RagflowApi):
         elif mode == "code100":
             return crash("Exception('the fake was told to fail')")
         v, (path, _, query) = self.v, request.path.partition("?")
-        found = next(((r, m) for p, r in rv.ROUTES if (m := p.match(path))), None)
+        found = next(((r, m) for p, r in wire.ROUTES if (m := p.match(path))), None)
         if found is None:
-            return rv.not_found(path)
+            return wire.not_found(path)
         route, match = found
-        allowed = rv.methods(route, v)
+        allowed = wire.methods(route, v)
         if not allowed:
-            return rv.not_found(path)
+            return wire.not_found(path)
         if request.method not in allowed:
-            return crash(rv.METHOD_NOT_ALLOWED)
+            return crash(wire.METHOD_NOT_ALLOWED)
         authorization = request.headers.get("authorization", "")
-        if rv.presented_key(authorization, route, v) != API_KEY:
-            return rv.refuse_key(route, v, authorization, self.auth_style)
-        if route == "session" and request.method == "PUT" and rv.V25_1 <= v < rv.V25_2:
-            return crash(rv.PUT_BROKEN)
+        if wire.presented_key(authorization, route, v) != API_KEY:
+            return wire.refuse_key(route, v, authorization, self.auth_style)
+        if route == "session" and request.method == "PUT" and wire.V25_1 <= v < wire.V25_2:
+            return crash(wire.PUT_BROKEN)
         if request.method == "GET":
             body: dict[str, Any] = dict(parse_qsl(query))
         else:
             try:
                 body = json.loads(request.body) if request.body else {}
             except ValueError:
-                if route == "sessions" and request.method == "DELETE" and v >= rv.V27:
-                    return rv.json_result(None, 101, rv.MALFORMED_JSON)
-                return crash(rv.BAD_JSON)
+                if route == "sessions" and request.method == "DELETE" and v >= wire.V27:
+                    return wire.json_result(None, 101, wire.MALFORMED_JSON)
+                return crash(wire.BAD_JSON)
             if not isinstance(body, dict):
-                return crash(rv.NOT_AN_OBJECT)
+                return crash(wire.NOT_AN_OBJECT)
         try:
             answer: Reply | Stream = getattr(self, f"_{route}_{request.method.lower()}")(
                 body, *match.groups()

@@ -145,23 +145,6 @@ async def test_retrieval_mode_grounds_with_the_configured_datasets(
     assert meta["references"][0]["document_name"] == "geography.pdf"
 
 
-@pytest.mark.parametrize("version", [(0, 27), (0, 25)])
-async def test_renaming_renames_the_mirror(
-    ragflow_settings: Callable[..., Settings],
-    fake_ragflow: FakeRagflow,
-    alice: Headers,
-    version: tuple[int, int],
-) -> None:
-    fake_ragflow.version = version
-    async with serve_app(ragflow_settings()) as client:
-        created = await new_session(client, alice, title="old")
-        renamed = await client.patch(
-            f"/api/sessions/{created['session_id']}", json={"title": "new 𝄞"}, headers=alice
-        )
-        assert renamed.status_code == 200
-    assert fake_ragflow.sessions[created["ragflow_session_id"]]["name"] == "new 𝄞"
-
-
 async def test_delete_deletes_the_mirror_by_id(
     ragflow_settings: Callable[..., Settings],
     fake_ragflow: FakeRagflow,

@@ -134,10 +134,10 @@ async def test_a_rename_reaches_the_mirror(
     async with serve_app(ragflow_settings()) as client:
         created = await new_session(client, HEADERS, title="before")
         renamed = await client.patch(
-            f"/api/sessions/{created['session_id']}", json={"title": "after"}, headers=HEADERS
+            f"/api/sessions/{created['session_id']}", json={"title": "after 𝄞"}, headers=HEADERS
         )
         assert renamed.status_code == 200
-    assert fake_ragflow.sessions[created["ragflow_session_id"]]["name"] == "after"
+    assert fake_ragflow.sessions[created["ragflow_session_id"]]["name"] == "after 𝄞"
     methods = [r.method for r in fake_ragflow.server.requests if r.method in ("PATCH", "PUT")]
     # PATCH from v0.25.1; before it, PATCH meets HTTP 200 code 100 <MethodNotAllowed>: PUT
     assert methods == (["PATCH"] if version >= V25_1 else ["PATCH", "PUT"])

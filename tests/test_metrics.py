@@ -144,7 +144,7 @@ def test_every_family_and_known_series_is_exported_from_the_start(
         if isinstance(family, MetricWrapperBase)
         for described in family.describe()
     }
-    assert len(families) == 14
+    assert len(families) == 16
     assert families <= {family.name for family in exported}
     for name, known in KNOWN_SERIES.items():
         series = {

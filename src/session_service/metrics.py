@@ -108,6 +108,14 @@ RAGFLOW_ERRORS = _at_zero(
     RagflowOperation,
     RagflowErrorKind,
 )
+TURNS_IN_FLIGHT = Gauge(
+    "session_turns_in_flight",
+    "Turns admitted and not yet ended (bounded by MAX_CONCURRENT_TURNS)",
+    multiprocess_mode="livesum",
+)
+TURNS_REFUSED = Counter(
+    "session_turns_refused_total", "Turns refused up front (503) at MAX_CONCURRENT_TURNS"
+)
 AGENTS_ACTIVE = Gauge("session_agents_active", "Agents held in memory", multiprocess_mode="livesum")
 AGENTS_MAX = Gauge(
     "session_agents_max",

@@ -1,0 +1,77 @@
+"""MAX_CONCURRENT_TURNS: a turn the process cannot take on is refused up front (503 with
+Retry-After), with nothing stored and no LLM call; the turns it took on are served whole."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from httpx import AsyncClient
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from session_service.config import Settings
+from tests.conftest import serve_app
+from tests.fakes.openai import FakeLLM
+from tests.helpers import auth, stored
+from tests.test_metrics import sample
+from tests.test_turns import new_session, turn
+
+HEADERS = auth("admission")
+
+
+async def test_turns_past_the_bound_are_refused_before_anything_is_stored(
+    llm_settings: Callable[..., Settings],
+    fake_llm: FakeLLM,
+    db: async_sessionmaker[AsyncSession],
+) -> None:
+    fake_llm.delay = 0.5
+    async with serve_app(llm_settings(max_concurrent_turns=2)) as client:
+        sessions = [await new_session(client, HEADERS) for _ in range(4)]
+        answered = await turn(client, HEADERS, sessions[3], "first", client_message_id="m-1")
+        assert answered.status_code == 201
+        before = (await client.get("/metrics")).text
+        answers = await asyncio.gather(
+            turn(client, HEADERS, sessions[0], "one"),
+            turn(client, HEADERS, sessions[1], "two", stream=True),
+            _after(0.1, turn(client, HEADERS, sessions[2], "three")),
+            # a repeat of a stored turn is no new turn: answered, even at the bound
+            _after(0.1, turn(client, HEADERS, sessions[3], "first", client_message_id="m-1")),
+        )
+        assert [a.status_code for a in answers] == [201, 201, 503, 200]
+        refused = answers[2]
+        assert refused.headers["retry-after"] == "1"
+        assert "limit of 2 turns" in refused.json()["detail"]
+        assert await stored(db, sessions[2]) == []  # nothing stored for it
+        assert len(fake_llm.calls) == 3  # "first", "one", "two"
+        after = (await client.get("/metrics")).text
+        again = await turn(client, HEADERS, sessions[2], "three")  # room again
+        assert again.status_code == 201
+    refusals = "session_turns_refused_total"
+    assert sample(after, refusals) - sample(before, refusals) == 1
+    assert sample(after, "session_turns_in_flight") == 0
+
+
+async def _after(seconds: float, call: object) -> object:
+    await asyncio.sleep(seconds)
+    return await call  # type: ignore[misc]
+
+
+async def test_the_bound_counts_turns_until_their_reply_is_stored(
+    llm_settings: Callable[..., Settings], fake_llm: FakeLLM
+) -> None:
+    fake_llm.delay = 0.3
+    async with serve_app(llm_settings(max_concurrent_turns=1)) as client:
+        first, second = await new_session(client, HEADERS), await new_session(client, HEADERS)
+        task = asyncio.create_task(turn(client, HEADERS, first, "slow"))
+        await asyncio.sleep(0.1)
+        busy = await turn(client, HEADERS, second, "now?")
+        assert busy.status_code == 503
+        assert (await task).status_code == 201
+        assert (await turn(client, HEADERS, second, "now")).status_code == 201
+
+
+async def test_admission_is_not_an_outage_for_a_client(client: AsyncClient) -> None:
+    """Refusals come only past the bound: the default lets ordinary use through."""
+    session_id = await new_session(client, HEADERS)
+    answers = await asyncio.gather(*(turn(client, HEADERS, session_id, f"q{i}") for i in range(5)))
+    assert {a.status_code for a in answers} == {201}

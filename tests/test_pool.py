@@ -19,6 +19,7 @@ from langchain_core.messages import (
 )
 from langchain_core.messages.utils import count_tokens_approximately, trim_messages
 from prometheus_client import REGISTRY
+from sqlalchemy import exc as sa_exc
 
 from session_service.agents.agent import ChatAgent
 from session_service.agents.pool import AgentPool
@@ -213,6 +214,29 @@ async def test_sweep_survives_a_failing_sweep(
         r.levelno == logging.ERROR and "agent-sweep failed" in r.getMessage()
         for r in caplog.records
     )
+
+
+async def test_a_busy_database_costs_a_background_job_one_line_and_a_tick(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rounds = 0
+
+    async def starved() -> None:
+        nonlocal rounds
+        rounds += 1
+        if rounds == 1:
+            raise sa_exc.TimeoutError("QueuePool limit of size 1 overflow 0 reached")
+
+    job = Repeating("orphaned-replies", starved, interval=0.05, run_at_start=True)
+    job.start()
+    await asyncio.sleep(0.2)
+    await job.stop()
+    assert rounds >= 2  # the next tick ran
+    said = [r for r in caplog.records if "orphaned-replies failed" in r.getMessage()]
+    assert len(said) == 1
+    assert said[0].levelno == logging.WARNING
+    assert said[0].exc_info is None  # one line, no traceback
+    assert "busy" in said[0].getMessage()
 
 
 async def test_a_rebuild_whose_caller_went_away_is_made_by_the_next_caller() -> None:

@@ -8,14 +8,19 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SATimeoutError
+
 log = logging.getLogger(__name__)
 
 
 class Repeating:
     """Runs `work` every `interval` seconds (at start too, if asked), or at once when woken.
 
-    A failing round is logged and the next one runs as usual. Stopping waits for a round in
-    progress to end, so no database write is cut in half; past `grace` seconds it cancels.
+    A failing round is logged and the next one runs as usual: the database being away or busy
+    (its pool exhausted) in one line, anything else with its traceback. Stopping waits for a
+    round in progress to end, so no database write is cut in half; past `grace` seconds it
+    cancels.
     """
 
     def __init__(
@@ -58,6 +63,13 @@ class Repeating:
         while not self._stopping:
             try:
                 await self._work()
+            except (OperationalError, InterfaceError, SATimeoutError) as exc:
+                log.warning(
+                    "%s failed: database unavailable or busy (%s); trying again in %ss",
+                    self.name,
+                    type(exc).__name__,
+                    self._interval,
+                )
             except Exception:
                 log.exception("%s failed; trying again in %ss", self.name, self._interval)
             await self._pause()

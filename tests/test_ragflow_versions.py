@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from session_service.config import Settings
 from session_service.db.models import ChatSession, RagflowDeletion
+from session_service.ragflow import client as ragflow_client
 from session_service.ragflow.client import RagflowClient, new_http_client
 from session_service.ragflow.errors import (
     RagflowAuthError,
@@ -22,6 +23,7 @@ from session_service.ragflow.errors import (
     RagflowUnavailable,
     RagflowUnsupported,
 )
+from session_service.ragflow.models import Reference, cited_indices
 from tests.conftest import serve_app
 from tests.fakes.ragflow import API_KEY, CHAT_ID, FakeRagflow
 from tests.helpers import auth, eventually
@@ -308,3 +310,37 @@ async def test_a_nan_similarity_never_reaches_the_database(
     similarity = {ref["chunk_id"]: ref["similarity"] for ref in references}
     assert similarity == {"chunk-paris": None, "chunk-seine": 0.74}  # Paris's was NaN
     assert read.json()["messages"][-1]["metadata"]["references"] == references
+
+
+async def test_the_route_choice_is_checked_again_after_an_upgrade(
+    client_of: RagflowClient, fake_ragflow: FakeRagflow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ragflow_client, "ROUTE_RECHECK_SECONDS", 0.0)
+    fake_ragflow.version = V24
+    mirror = await client_of.create_session("s", "u")
+    await client_of.ask(mirror, "before the upgrade", "u")
+    fake_ragflow.version = V27
+    await client_of.ask(mirror, "after it", "u")
+    paths = [r.path for r in fake_ragflow.calls("POST", "/completions")]
+    current, old = "/api/v1/chat/completions", f"/api/v1/chats/{CHAT_ID}/completions"
+    assert paths == [current, old, current]
+
+
+@versions(V24, V27)
+async def test_long_titles_fit_ragflows_names(
+    client_of: RagflowClient, fake_ragflow: FakeRagflow, version: tuple[int, int, int]
+) -> None:
+    """v0.24 stores a name as sent into a 255-character column: never send a longer one."""
+    fake_ragflow.version = version
+    mirror = await client_of.create_session("t" * 500, "u")
+    await client_of.rename_session(mirror, "r" * 500, CHAT_ID)
+    sent = [r.json["name"] for r in fake_ragflow.server.requests if r.json and "name" in r.json]
+    assert len(sent) >= 2  # the create and the rename (PATCH, and PUT where it must)
+    assert {len(name) for name in sent} == {255}
+
+
+def test_similarities_and_citations_as_ragflow_writes_them() -> None:
+    chunk = {"id": "c", "content": "x"}
+    for odd in (float("nan"), float("inf"), 10**400, True, "0.5"):
+        assert Reference.from_chunk({**chunk, "similarity": odd}).similarity is None
+    assert cited_indices("Paris [ID:\u0660], list[1], [ID:12] and [ID: 3]") == {0, 1, 3, 12}

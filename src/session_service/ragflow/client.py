@@ -47,6 +47,8 @@ RETRY_ATTEMPTS = 3
 RETRY_TOTAL_SECONDS = 10.0
 RETRIEVAL_PAGE_SIZE = 6
 SNIPPET_CHARS = 1500
+NAME_CHARS = 255  # RAGFlow's column (v0.24 stores the name as sent; v0.25+ cuts it there)
+ROUTE_RECHECK_SECONDS = 600.0
 
 
 class _Retryable(RagflowUnavailable):
@@ -74,8 +76,10 @@ class RagflowClient:
         self._manage_timeout = httpx.Timeout(
             min(MANAGE_TIMEOUT_SECONDS, read), connect=http.timeout.connect
         )
-        # v0.25.1+ has POST /chat/completions; older servers only the deprecated route.
-        self._current_completions_route = True
+        # v0.25.1+ has POST /chat/completions; older servers only the deprecated route. A 404
+        # there sends asks to the old route for a while, then the current one is tried again
+        # (the server may be upgraded, or the 404 came from a proxy mid-redeploy).
+        self._old_route_until = 0.0
 
     async def create_session(self, name: str, user_id: str) -> str:
         """A new session of the current chat. Not retried: a create whose answer was lost may
@@ -83,7 +87,7 @@ class RagflowClient:
         data = await self._call(
             "POST",
             f"/chats/{self.chat_id}/sessions",
-            {"name": name.strip() or "New chat", "user_id": user_id},
+            {"name": _name(name), "user_id": user_id},
             limits=self._manage_timeout,
         )
         session_id = data.get("id") if isinstance(data, dict) else None
@@ -95,7 +99,7 @@ class RagflowClient:
         """PATCH (v0.25.1+), or PUT where the server has no PATCH: it answers code 100
         `<MethodNotAllowed ...>`, never HTTP 405 (v0.24, v0.25.0)."""
         path = f"/chats/{chat_id}/sessions/{session_id}"
-        body = {"name": name.strip() or "New chat"}
+        body = {"name": _name(name)}
         try:
             await self._call("PATCH", path, body, limits=self._manage_timeout, retry=True)
         except RagflowMethodNotAllowed:
@@ -128,18 +132,21 @@ class RagflowClient:
         `POST /chats/{id}/completions` (v0.24, v0.25.0). Never retried.
         """
         body: dict[str, Any] = {"question": question, "stream": False, "session_id": session_id}
-        data = None
-        if self._current_completions_route:
+        current = ("/chat/completions", {**body, "chat_id": self.chat_id})
+        old = (f"/chats/{self.chat_id}/completions", {**body, "user_id": user_id})
+        routes = [current, old] if time.monotonic() >= self._old_route_until else [old, current]
+        data: Any = None
+        for index, (path, sent) in enumerate(routes):
             try:
-                data = await self._call(
-                    "POST", "/chat/completions", {**body, "chat_id": self.chat_id}
-                )
+                data = await self._call("POST", path, sent)
+                break
             except RagflowRouteMissing:
-                self._current_completions_route = False
-                log.info("RAGFlow has no /chat/completions: asking through its older route")
-        if data is None:
-            old = f"/chats/{self.chat_id}/completions"
-            data = await self._call("POST", old, {**body, "user_id": user_id})
+                if path == current[0]:
+                    self._old_route_until = time.monotonic() + ROUTE_RECHECK_SECONDS
+                if index == len(routes) - 1:
+                    raise
+        if path == current[0]:
+            self._old_route_until = 0.0
         if not isinstance(data, dict):
             raise RagflowError("RAGFlow answered without data")
         answer = str(data.get("answer") or "").strip()
@@ -311,6 +318,10 @@ def _fold_stream(text: str) -> dict[str, Any]:
             deltas = True
         answer = answer + piece if deltas else (piece or answer)
     return {"code": CODE_OK, "data": {"answer": answer, "reference": reference}}
+
+
+def _name(title: str) -> str:
+    return title.strip()[:NAME_CHARS] or "New chat"
 
 
 def _with_sources(text: str, references: list[Reference]) -> str:

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 # RAGFlow's citation marks: `[ID:n]`, and from v0.25 a bare `[n]` (its CITATION_MARKER_PATTERN).
-_CITATION = re.compile(r"\[(?:ID:)?\s*([0-9]+)\s*\]")
+# Its digits include the Arabic-Indic ones (U+0660-U+0669, U+06F0-U+06F9), which int() reads.
+_CITATION = re.compile(r"\[(?:ID:)?\s*([0-9\u0660-\u0669\u06f0-\u06f9]+)\s*\]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,4 +85,8 @@ def _finite(value: Any) -> float | None:
     """A similarity that JSON and the database can hold: NaN and infinities become None."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value) if math.isfinite(value) else None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer past any float
+        return None
+    return number if math.isfinite(number) else None

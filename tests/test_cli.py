@@ -300,8 +300,20 @@ def test_import_into_an_unmigrated_database(tmp_path: Path, database_url: str) -
         ({**SESSION, "context": {"x": float("nan")}}, "line 1 is not JSON the service can store"),
         ({**SESSION, "session_id": "bad id"}, "line 1: session_id 'bad id' is not"),
         ({**SESSION, "title": "  "}, "line 1: title must be"),
+        ({**SESSION, "ragflow_chat_id": {"a": 1}}, "line 1: ragflow_chat_id must be null or"),
+        ({**SESSION, "ragflow_session_id": "x" * 65}, "line 1: ragflow_session_id must be"),
     ],
-    ids=["missing-field", "bad-time", "naive-time", "surrogate", "nan", "bad-id", "blank-title"],
+    ids=[
+        "missing-field",
+        "bad-time",
+        "naive-time",
+        "surrogate",
+        "nan",
+        "bad-id",
+        "blank-title",
+        "bad-chat-id",
+        "long-mirror-id",
+    ],
 )
 def test_import_of_a_bad_record(
     tmp_path: Path, migrated_url: str, record: dict[str, object], cause: str

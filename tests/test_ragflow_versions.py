@@ -22,6 +22,7 @@ from session_service.ragflow.errors import (
     RagflowRouteMissing,
     RagflowUnavailable,
     RagflowUnsupported,
+    misconfigured,
 )
 from session_service.ragflow.models import Reference, cited_indices
 from tests.conftest import serve_app
@@ -344,3 +345,14 @@ def test_similarities_and_citations_as_ragflow_writes_them() -> None:
     for odd in (float("nan"), float("inf"), 10**400, True, "0.5"):
         assert Reference.from_chunk({**chunk, "similarity": odd}).similarity is None
     assert cited_indices("Paris [ID:\u0660], list[1], [ID:12] and [ID: 3]") == {0, 1, 3, 12}
+
+
+@versions(V24, V27)
+async def test_a_dataset_the_key_cannot_use_is_a_misconfiguration(
+    fake_ragflow: FakeRagflow, version: tuple[int, int, int]
+) -> None:
+    fake_ragflow.version = version
+    async with new_http_client(fake_ragflow.url, API_KEY, 2) as http:
+        with pytest.raises(RagflowChatForbidden, match="ds-9") as raised:
+            await RagflowClient(http, CHAT_ID, ["ds-1", "ds-9"]).retrieve("q")
+    assert misconfigured(raised.value)  # an error in the log, not a warning each turn

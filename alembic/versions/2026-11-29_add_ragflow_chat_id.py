@@ -21,8 +21,11 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("chat_sessions") as batch:
         batch.add_column(sa.Column("ragflow_chat_id", sa.String(64), nullable=True))
+        # The start-up backfill looks for mirrors without a chat: by index, not a table scan.
+        batch.create_index("ix_chat_sessions_ragflow_chat_id", ["ragflow_chat_id"])
 
 
 def downgrade() -> None:
     with op.batch_alter_table("chat_sessions") as batch:
+        batch.drop_index("ix_chat_sessions_ragflow_chat_id")
         batch.drop_column("ragflow_chat_id")

@@ -104,7 +104,8 @@ class Mirror:
                 row.ragflow_session_id, row.title, row.ragflow_chat_id or self.chat_id
             )
         except RagflowError as exc:
-            log.warning("ragflow session not renamed session_id=%s: %s", row.session_id, exc)
+            level = logging.ERROR if misconfigured(exc) else logging.WARNING
+            log.log(level, "ragflow session not renamed session_id=%s: %s", row.session_id, exc)
 
     async def forget(self, db: AsyncSession, ragflow_session_id: str, chat_id: str | None) -> None:
         """Queue the deletion of a mirror of `chat_id` (None: the configured chat), in the
@@ -143,7 +144,8 @@ class Mirror:
                     await RagflowDeletionRepository.from_session(db).postpone(
                         pending.id, until=utcnow() + backoff, error=str(exc)
                     )
-                log.warning(
+                log.log(
+                    logging.ERROR if misconfigured(exc) else logging.WARNING,
                     "ragflow session deletion postponed ragflow_session_id=%s attempts=%d: %s",
                     pending.ragflow_session_id,
                     pending.attempts + 1,
@@ -153,5 +155,9 @@ class Mirror:
             async with self._session_factory() as db, db.begin():
                 await RagflowDeletionRepository.from_session(db).done(pending.id)
             deleted += 1
-            log.info("ragflow session deleted ragflow_session_id=%s", pending.ragflow_session_id)
+            log.info(
+                "ragflow session deleted (or already gone from chat %s) ragflow_session_id=%s",
+                pending.chat_id,
+                pending.ragflow_session_id,
+            )
         return deleted

@@ -50,7 +50,7 @@ class ChatSession(SQLModel, table=True):
     context: dict[str, Any] = Field(default_factory=dict, sa_type=JSON, nullable=False)
     ragflow_session_id: str | None = Field(default=None, max_length=64)
     # The RAGFlow chat that mirror belongs to (None: made before it was recorded).
-    ragflow_chat_id: str | None = Field(default=None, max_length=64)
+    ragflow_chat_id: str | None = Field(default=None, max_length=64, index=True)
     message_count: int = Field(default=0)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)

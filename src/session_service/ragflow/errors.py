@@ -30,6 +30,7 @@ _CHAT_FORBIDDEN = (
     "do not own the assistant",  # v0.24.0 create
     "don't own the assistant",  # v0.24.0 list
     "do not own the session",  # v0.24.0 rename, when the chat is not the key's
+    "don't own the dataset",  # retrieval: RAGFLOW_DATASET_IDS names one the key cannot use
 )
 _BAD_KEY = ("api key is invalid", "unauthorized", "authorization` can't be empty")
 
@@ -51,7 +52,8 @@ class RagflowAuthError(RagflowError):
 
 
 class RagflowChatForbidden(RagflowError):
-    """The key is valid but cannot use the chat (RAGFLOW_CHAT_ID, or a mirror's older chat)."""
+    """The key is valid but cannot use the chat (RAGFLOW_CHAT_ID, or a mirror's older chat),
+    or a dataset of RAGFLOW_DATASET_IDS."""
 
 
 class RagflowMethodNotAllowed(RagflowError):
@@ -85,7 +87,7 @@ def error_for(code: object, message: str) -> RagflowError:
     if code == 401 or (code == CODE_AUTH and any(word in lowered for word in _BAD_KEY)):
         return RagflowAuthError(f"RAGFlow refused the API key: {message}", code=number)
     if code in (CODE_AUTH, CODE_DATA_ERROR) and any(w in lowered for w in _CHAT_FORBIDDEN):
-        return RagflowChatForbidden(f"the API key cannot use this chat: {message}", code=number)
+        return RagflowChatForbidden(f"the API key cannot use this: {message}", code=number)
     if code == CODE_DATA_ERROR and any(words in lowered for words in _SESSION_GONE):
         return RagflowNotFound(message, code=number)
     if code == CODE_EXCEPTION and "methodnotallowed" in lowered.replace(" ", ""):

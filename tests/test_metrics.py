@@ -105,7 +105,14 @@ def labelled(**values: tuple[str, ...]) -> set[frozenset[tuple[str, str]]]:
     }
 
 
-RAGFLOW_OPERATIONS = ("create_session", "rename_session", "delete_session", "ask", "retrieve")
+RAGFLOW_OPERATIONS = (
+    "create_session",
+    "list_sessions",
+    "rename_session",
+    "delete_session",
+    "ask",
+    "retrieve",
+)
 KNOWN_SERIES = {
     "session_turn_phase_seconds_count": labelled(phase=("database", "grounding", "llm")),
     "session_llm_call_seconds_count": labelled(outcome=("ok", "error")),

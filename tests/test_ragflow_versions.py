@@ -3,6 +3,7 @@ against each version it concerns, through the production client and the real app
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from session_service.chat import mirror as mirror_module
 from session_service.config import Settings
 from session_service.db.models import ChatSession, RagflowDeletion
 from session_service.ragflow import client as ragflow_client
@@ -356,3 +358,27 @@ async def test_a_dataset_the_key_cannot_use_is_a_misconfiguration(
         with pytest.raises(RagflowChatForbidden, match="ds-9") as raised:
             await RagflowClient(http, CHAT_ID, ["ds-1", "ds-9"]).retrieve("q")
     assert misconfigured(raised.value)  # an error in the log, not a warning each turn
+
+
+@versions(V24, V27)
+async def test_a_create_whose_answer_was_lost_is_adopted_not_made_twice(
+    ragflow_settings: Callable[..., Settings],
+    fake_ragflow: FakeRagflow,
+    db: Factory,
+    monkeypatch: pytest.MonkeyPatch,
+    version: tuple[int, int, int],
+) -> None:
+    monkeypatch.setattr(mirror_module, "LOST_CREATE_MIN_AGE_SECONDS", 0.2)
+    fake_ragflow.version = version
+    fake_ragflow.slow_seconds = 1.5  # past the client's 1 s: RAGFlow creates, we never hear
+    fake_ragflow.fail_next, fake_ragflow.fail_next_mode = 1, "slow"
+    async with serve_app(ragflow_settings(ragflow_timeout_seconds=1)) as client:
+        created = await new_session(client, HEADERS, title="lost in transit")
+        assert created["ragflow_session_id"] is None
+        await asyncio.sleep(1.0)  # RAGFlow made it meanwhile
+        assert len(fake_ragflow.sessions_of(CHAT_ID)) == 1
+        answer = await turn(client, HEADERS, created["session_id"], "capital?")
+    assert answer["assistant_message"]["metadata"]["grounding"] == "ragflow_chat"
+    [only] = fake_ragflow.sessions_of(CHAT_ID)  # adopted: no second session in RAGFlow
+    assert (await _mirror(db, created["session_id"]))[0] == only
+    assert len(fake_ragflow.calls("POST", "/sessions")) == 1

@@ -53,6 +53,7 @@ class LlmErrorKind(StrEnum):
 
 class RagflowOperation(StrEnum):
     CREATE_SESSION = "create_session"
+    LIST_SESSIONS = "list_sessions"
     RENAME_SESSION = "rename_session"
     DELETE_SESSION = "delete_session"
     ASK = "ask"

@@ -7,6 +7,7 @@ that chat, and made again in the configured chat once RAGFLOW_CHAT_ID names anot
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 
 DELETIONS_PER_ROUND = 100
 MAX_BACKOFF = timedelta(minutes=10)
+LOST_CREATE_SLACK_SECONDS = 60  # clocks of RAGFlow's host and ours may differ a little
+LOST_CREATE_MIN_AGE_SECONDS = 5.0
 
 
 class Mirror:
@@ -59,7 +62,9 @@ class Mirror:
         if current and current != replacing and row.ragflow_chat_id in (None, self.chat_id):
             return current
         replacing = current
-        mirror_id = await self.create(row.title, row.user_id)
+        mirror_id = await self._lost_create(row) if current is None else None
+        if mirror_id is None:
+            mirror_id = await self.create(row.title, row.user_id)
         if mirror_id is None:
             return None
         async with self._session_factory() as db, db.begin():
@@ -82,6 +87,33 @@ class Mirror:
         )
         row.ragflow_session_id, row.ragflow_chat_id = mirror_id, self.chat_id
         return mirror_id
+
+    async def _lost_create(self, row: ChatSession) -> str | None:
+        """A mirror RAGFlow made for this session although its create failed (its answer was
+        lost: a timeout, a dropped connection): one of this chat's sessions with the mirror's
+        name, made since the session was, that no session of ours uses. Adopted rather than
+        left in RAGFlow for good beside a second one."""
+        try:
+            found = await self.ragflow.sessions_named(row.title)
+        except RagflowError as exc:
+            log.warning("ragflow sessions not listed session_id=%s: %s", row.session_id, exc)
+            return None
+        since_ms = (row.created_at.timestamp() - LOST_CREATE_SLACK_SECONDS) * 1000
+        # Old enough that a session of ours that made it has long committed its row.
+        until_ms = (time.time() - LOST_CREATE_MIN_AGE_SECONDS) * 1000
+        candidates = [mirror for mirror, made_ms in found if since_ms <= made_ms <= until_ms]
+        if not candidates:
+            return None
+        async with self._session_factory() as db:
+            taken = await SessionRepository.from_session(db).mirrors_in_use(candidates)
+        free = [mirror for mirror in candidates if mirror not in taken]
+        if free:
+            log.info(
+                "ragflow session adopted session_id=%s ragflow_session_id=%s",
+                row.session_id,
+                free[0],
+            )
+        return free[0] if free else None
 
     async def record_older_mirrors(self) -> None:
         """At start: mirrors made before their chat was recorded were made in the chat then

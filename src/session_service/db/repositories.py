@@ -150,6 +150,15 @@ class SessionRepository:
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
+    async def mirrors_in_use(self, mirror_ids: Sequence[str]) -> set[str]:
+        """Which of these RAGFlow sessions are some session's mirror."""
+        rows = await self.session.scalars(
+            select(SESSIONS.c.ragflow_session_id).where(
+                SESSIONS.c.ragflow_session_id.in_(mirror_ids)
+            )
+        )
+        return {mirror for mirror in rows if mirror is not None}
+
     async def record_mirror_chat(self, chat_id: str) -> int:
         """Mirrors made before their chat was recorded: record `chat_id`; how many."""
         result = await self.session.execute(

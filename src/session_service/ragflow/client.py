@@ -14,6 +14,7 @@ import json
 import logging
 import time
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from tenacity import (
@@ -94,6 +95,24 @@ class RagflowClient:
         if not isinstance(session_id, str) or not session_id:
             raise RagflowError("RAGFlow created a session without an id")
         return session_id
+
+    async def sessions_named(self, name: str) -> list[tuple[str, int]]:
+        """(id, created at in epoch ms) of the current chat's sessions named as a mirror of a
+        session titled `name` would be, newest first."""
+        data = await self._call(
+            "GET",
+            f"/chats/{self.chat_id}/sessions?name={quote(_name(name))}"
+            "&page=1&page_size=30&orderby=create_time&desc=true",
+            {},
+            limits=self._manage_timeout,
+            retry=True,
+        )
+        found = data if isinstance(data, list) else []
+        return [
+            (one["id"], int(one.get("create_time") or 0))
+            for one in found
+            if isinstance(one, dict) and isinstance(one.get("id"), str)
+        ]
 
     async def rename_session(self, session_id: str, name: str, chat_id: str) -> None:
         """PATCH (v0.25.1+), or PUT where the server has no PATCH: it answers code 100
@@ -185,7 +204,8 @@ class RagflowClient:
     ) -> Any:
         """One call, retried if `retry` (only what is safe to repeat); timed and counted by
         operation in the metrics."""
-        operation = _OPERATIONS.get((method, path.rsplit("/", 1)[-1]), "rename_session")
+        route = path.split("?", 1)[0].rsplit("/", 1)[-1]
+        operation = _OPERATIONS.get((method, route), "rename_session")
         started = time.perf_counter()
         try:
             if retry:
@@ -223,7 +243,10 @@ class RagflowClient:
     ) -> Any:
         try:
             response = await self.http.request(
-                method, path, json=body, timeout=limits or self.http.timeout
+                method,
+                path,
+                json=body if method != "GET" else None,
+                timeout=limits or self.http.timeout,
             )
         except httpx.ConnectError as exc:
             raise _Retryable(f"RAGFlow unreachable: {exc!r}") from exc
@@ -254,6 +277,7 @@ class RagflowClient:
 
 _OPERATIONS = {
     ("POST", "sessions"): "create_session",
+    ("GET", "sessions"): "list_sessions",
     ("DELETE", "sessions"): "delete_session",
     ("POST", "completions"): "ask",
     ("POST", "retrieval"): "retrieve",

@@ -48,6 +48,11 @@ history_state: dict[str, Any] = {}
 async def _history_lifespan(_app: FastAPI) -> AsyncIterator[None]:
     history_state["engine"] = create_async_engine(_url().set(drivername="mysql+aiomysql"))
     history_state["llm"] = _llm()
+    # The history creates its table on first use; concurrent first turns would race to create
+    # it (one fails with "table exists"): create it once, before serving.
+    await SQLChatMessageHistory(
+        session_id="setup", connection=history_state["engine"], async_mode=True
+    ).aget_messages()
     yield
     await history_state["engine"].dispose()
 

@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(10, ge=0)
     db_connect_timeout_seconds: float = Field(5.0, gt=0)
     db_pool_timeout_seconds: float = Field(10.0, gt=0)
+    db_reserve_pool_size: int = Field(4, ge=1)
 
     llm_provider: Literal["offline", "openai"] = "offline"
     llm_model: str = "gpt-4o-mini"

@@ -83,9 +83,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         engine = create_engine(resolved)
         session_factory = create_session_factory(engine)
+        reserve = create_engine(resolved, reserve=True)
         pool = AgentPool(resolved.agent_pool_max_size)
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(engine.dispose)  # last out: the others still use it
+            stack.push_async_callback(reserve.dispose)
             workers = Workers.from_environment(pool)  # this replica's other worker processes
             await workers.start()
             stack.push_async_callback(workers.stop)
@@ -94,7 +96,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 resolved,
                 session_factory,
                 pool,
-                TurnLocks(engine, session_factory, lease_seconds=resolved.turn_lock_lease_seconds),
+                TurnLocks(
+                    reserve,
+                    session_factory,
+                    lease_seconds=resolved.turn_lock_lease_seconds,
+                    reserve=create_session_factory(reserve),
+                ),
                 build_chat_model(resolved),
                 mirror,
             )

@@ -229,10 +229,10 @@ class ChatTurns:
 
     async def interrupt_orphans(self) -> int:
         """Mark replies that a dead replica left in progress as interrupted; how many."""
-        async with self.session_factory() as db:
+        async with self.locks.reserve() as db:
             orphans = await SessionRepository.from_session(db).orphaned_generations(utcnow())
         for session_id, message_id in orphans:
-            async with self.session_factory() as db, db.begin():
+            async with self.locks.reserve() as db, db.begin():
                 if await SessionRepository.from_session(db).clear_generating(
                     session_id, message_id
                 ):
@@ -344,7 +344,7 @@ class ChatTurns:
         assert message_id is not None
 
         async def keep_what_was_generated() -> None:
-            async with self.session_factory() as db, db.begin():
+            async with self.locks.reserve() as db, db.begin():
                 sessions = SessionRepository.from_session(db)
                 if not await sessions.clear_generating(session_id, message_id):
                     return  # the session is gone, or another turn recovered the reply

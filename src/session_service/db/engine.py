@@ -34,7 +34,13 @@ def database_url(raw: str) -> URL:
     return url
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
+RESERVE_POOL_TIMEOUT_SECONDS = 60.0
+
+
+def create_engine(settings: Settings, *, reserve: bool = False) -> AsyncEngine:
+    """The engine of requests; or (`reserve`) the small one of what a turn must not lose to a
+    busy pool: storing a generated reply, renewing and letting go of its lease, recovery. The
+    reserve's connections are its own, and it waits for one long instead of failing."""
     url = database_url(settings.database_url)
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(url, settings)
@@ -43,9 +49,9 @@ def create_engine(settings: Settings) -> AsyncEngine:
         async_creator=_bounded_connect(url, settings.db_connect_timeout_seconds),
         pool_pre_ping=True,
         pool_recycle=3600,
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
-        pool_timeout=settings.db_pool_timeout_seconds,
+        pool_size=settings.db_reserve_pool_size if reserve else settings.db_pool_size,
+        max_overflow=0 if reserve else settings.db_max_overflow,
+        pool_timeout=RESERVE_POOL_TIMEOUT_SECONDS if reserve else settings.db_pool_timeout_seconds,
         json_serializer=_json_dumps,
     )
 

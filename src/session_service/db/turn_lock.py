@@ -74,9 +74,13 @@ class TurnLocks:
         engine: AsyncEngine,
         session_factory: async_sessionmaker[AsyncSession],
         lease_seconds: float,
+        reserve: async_sessionmaker[AsyncSession] | None = None,
     ) -> None:
-        self._engine = engine  # renewals are a single Core statement: plain connections
-        self.session_factory = session_factory
+        # Renewals and releases are a single Core statement on plain connections of `engine`,
+        # the reserve's: a busy pool must not lose a running turn its lease.
+        self._engine = engine
+        self.session_factory = session_factory  # claims: a new turn may wait, or give up
+        self.reserve = reserve or session_factory  # the turn's last write, recovery
         self._lease = timedelta(seconds=lease_seconds)
         self._local: dict[str, _LocalLock] = {}
         # Leases this process may have left behind (the database was down): its own to take again.
@@ -230,7 +234,7 @@ class Lease:
         """Run `then` and let the lease go in one transaction; if it fails, the lease is held
         until the end of `TurnLocks.hold`."""
         await self._stop_renewing()
-        async with self._locks.session_factory() as db, db.begin():
+        async with self._locks.reserve() as db, db.begin():
             result = await then(db)
             await db.execute(_RELEASE, {"key": self._session_id, "token": self._token})
         self._claimed = False

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bench import common, scaling, streaming, turns
+from bench import common, llm_stream, scaling, streaming, turns
 
 
 @pytest.fixture
@@ -66,3 +66,9 @@ def test_scaling(results: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     none_expired, some_expired = figures["sweep"]
     assert (none_expired["expired"], some_expired["expired"]) == (0, 100)
     assert (results / "scaling.png").stat().st_size > 0
+
+
+def test_llm_stream(results: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    figures = run(llm_stream.main, monkeypatch, results, "--streams", "2", "--words", "50")
+    assert set(figures["us_cpu_per_chunk"]) == set(llm_stream.MODELS)
+    assert all(value > 0 for value in figures["us_cpu_per_chunk"].values())

@@ -21,5 +21,8 @@ def build_chat_model(settings: Settings) -> BaseChatModel:
         timeout=settings.llm_timeout_seconds,
         # One turn must never call the model twice behind our back.
         max_retries=0,
+        # The turn times every piece itself (LLM_TIMEOUT_SECONDS); langchain-openai's own
+        # per-chunk timeout would add a task per chunk (bench/llm_stream.py measures it).
+        stream_chunk_timeout=None,
         stream_usage=True,
     )

@@ -1,0 +1,83 @@
+"""CPU per streamed chunk on the service's side of an LLM stream, with langchain-openai's own
+per-chunk timeout (its default: a task per chunk) and without it (as the service builds its
+model: `stream_chunk_timeout=None`; the service times every piece itself, LLM_TIMEOUT_SECONDS).
+
+    .venv/bin/python -m bench.llm_stream [--streams 10] [--words 400] [--rounds 3]
+
+The fake OpenAI-compatible LLM streams one chunk a word from a thread of its own; only the
+event loop's thread is timed (`time.thread_time`). Rounds alternate the two models; medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+
+from langchain_core.messages import HumanMessage
+from pydantic import SecretStr
+
+from bench.common import write_results
+from session_service.llm.openai import ChatOpenAIPassThrough
+from tests.fakes.openai import FakeLLM
+
+MODELS = {"langchain-openai default (120 s per chunk)": 120.0, "the service's (None)": None}
+
+
+async def cpu_per_chunk(
+    base_url: str, chunk_timeout: float | None, streams: int, words: int
+) -> float:
+    model = ChatOpenAIPassThrough(
+        model="m",
+        base_url=base_url,
+        api_key=SecretStr("k"),
+        max_retries=0,
+        stream_usage=True,
+        stream_chunk_timeout=chunk_timeout,
+    )
+    question = [HumanMessage(content=" ".join(f"w{i}" for i in range(words)))]
+    chunks, started = 0, time.thread_time()
+    for _ in range(streams):
+        async for _chunk in model.astream(question):
+            chunks += 1
+    return (time.thread_time() - started) / chunks * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--streams", type=int, default=10)
+    parser.add_argument("--words", type=int, default=400)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    llm = FakeLLM().start()
+    runs: dict[str, list[float]] = {name: [] for name in MODELS}
+
+    async def measure() -> None:  # one loop: langchain-openai shares its HTTP client
+        for _ in range(args.rounds):
+            for name, chunk_timeout in MODELS.items():
+                runs[name].append(
+                    await cpu_per_chunk(llm.base_url, chunk_timeout, args.streams, args.words)
+                )
+
+    try:
+        asyncio.run(measure())
+    finally:
+        llm.stop()
+    medians = {name: statistics.median(values) for name, values in runs.items()}
+    for name, value in medians.items():
+        print(f"{name:45} {value:8.1f} us CPU per chunk")
+    write_results(
+        "llm_stream",
+        {
+            "streams": args.streams,
+            "words": args.words,
+            "rounds": args.rounds,
+            "us_cpu_per_chunk": medians,
+            "runs": runs,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -8,8 +8,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as SATimeoutError
+from session_service.db.contention import UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +62,7 @@ class Repeating:
         while not self._stopping:
             try:
                 await self._work()
-            except (OperationalError, InterfaceError, SATimeoutError) as exc:
+            except UNAVAILABLE as exc:
                 log.warning(
                     "%s failed: database unavailable or busy (%s); trying again in %ss",
                     self.name,

@@ -32,7 +32,7 @@ from session_service.background import Repeating
 from session_service.chat.mirror import Mirror
 from session_service.chat.turn import ChatTurns
 from session_service.config import Settings, load_settings
-from session_service.db.contention import Busy, is_contention, is_refused_value
+from session_service.db.contention import UNAVAILABLE, Busy, is_contention, is_refused_value
 from session_service.db.engine import create_engine, create_session_factory
 from session_service.db.turn_lock import TurnLocks
 from session_service.deps import State
@@ -62,12 +62,7 @@ SHUTDOWN_GRACE_SECONDS = 10.0  # how long replies being generated may run on at 
 
 # Errors that mean "the database did not answer" (or held the rows, or refused a value), as
 # opposed to a bug in a query.
-DATABASE_ERRORS = (
-    sa_exc.OperationalError,
-    sa_exc.InterfaceError,
-    sa_exc.TimeoutError,
-    sa_exc.DataError,
-)
+DATABASE_ERRORS = (*UNAVAILABLE, sa_exc.DataError)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -17,7 +17,7 @@ from session_service.db.models import ChatSession
 from session_service.db.repositories import RagflowDeletionRepository, SessionRepository
 from session_service.db.types import utcnow
 from session_service.ragflow.client import RagflowClient
-from session_service.ragflow.errors import RagflowChatForbidden, RagflowError, misconfigured
+from session_service.ragflow.errors import RagflowError, misconfigured
 
 log = logging.getLogger(__name__)
 
@@ -162,13 +162,6 @@ class Mirror:
             try:
                 await self.ragflow.delete_session(pending.ragflow_session_id, pending.chat_id)
             except RagflowError as exc:
-                if isinstance(exc, RagflowChatForbidden):  # never "deleted", never "bad key"
-                    log.error(
-                        "ragflow session not deleted: the API key cannot use chat %s "
-                        "ragflow_session_id=%s (check RAGFLOW_API_KEY and that chat)",
-                        pending.chat_id,
-                        pending.ragflow_session_id,
-                    )
                 backoff = min(
                     timedelta(seconds=self._retry_interval * 2**pending.attempts), MAX_BACKOFF
                 )
@@ -178,7 +171,9 @@ class Mirror:
                     )
                 log.log(
                     logging.ERROR if misconfigured(exc) else logging.WARNING,
-                    "ragflow session deletion postponed ragflow_session_id=%s attempts=%d: %s",
+                    "ragflow session deletion postponed chat=%s ragflow_session_id=%s "
+                    "attempts=%d: %s",
+                    pending.chat_id,
                     pending.ragflow_session_id,
                     pending.attempts + 1,
                     exc,

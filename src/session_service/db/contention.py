@@ -10,13 +10,18 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from session_service.errors import Conflict
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# What SQLAlchemy raises when the database is away or busy (no connection, or none free in the
+# pool in time), rather than for a bug in a query; `is_contention` tells held rows apart.
+UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout)
 
 DEADLOCK = 1213  # ER_LOCK_DEADLOCK (also a Galera certification conflict)
 LOCK_WAIT_TIMEOUT = 1205  # ER_LOCK_WAIT_TIMEOUT

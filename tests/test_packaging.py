@@ -250,3 +250,11 @@ def test_each_group_is_installed_once_into_one_venv(tmp_path: Path) -> None:
         "runtime",
         "test",
     ]
+
+
+def test_the_image_allows_for_its_migration_and_leaves_secrets_out() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    [healthcheck] = re.findall(r"^HEALTHCHECK .*$", dockerfile, re.MULTILINE)
+    assert re.search(r"--start-period=\d+s", healthcheck)  # `migrate` runs before `serve`
+    ignored = (ROOT / ".dockerignore").read_text().splitlines()
+    assert {".env", ".env.*", "!.env.example"} <= set(ignored)

@@ -1,6 +1,7 @@
-"""CPU per streamed chunk on the service's side of an LLM stream, with langchain-openai's own
-per-chunk timeout (its default: a task per chunk) and without it (as the service builds its
-model: `stream_chunk_timeout=None`; the service times every piece itself, LLM_TIMEOUT_SECONDS).
+"""CPU per streamed chunk on the service's side of an LLM stream: langchain-openai's ChatOpenAI
+as it comes (its own per-chunk timeout: a task per chunk), without that timeout (the service
+times every piece itself, LLM_TIMEOUT_SECONDS), and the service's model (also without the
+OpenAI client's typed chunk objects: llm/openai.py).
 
     .venv/bin/python -m bench.llm_stream [--streams 10] [--words 400] [--rounds 3]
 
@@ -16,19 +17,25 @@ import statistics
 import time
 
 from langchain_core.messages import HumanMessage
+from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
 
 from bench.common import write_results
 from session_service.llm.openai import ChatOpenAIPassThrough
 from tests.fakes.openai import FakeLLM
 
-MODELS = {"langchain-openai default (120 s per chunk)": 120.0, "the service's (None)": None}
+MODELS: dict[str, tuple[type[ChatOpenAI], float | None]] = {
+    "ChatOpenAI as it comes (120 s per chunk)": (ChatOpenAI, 120.0),
+    "ChatOpenAI, stream_chunk_timeout=None": (ChatOpenAI, None),
+    "the service's model": (ChatOpenAIPassThrough, None),
+}
 
 
 async def cpu_per_chunk(
-    base_url: str, chunk_timeout: float | None, streams: int, words: int
+    base_url: str, kind: tuple[type[ChatOpenAI], float | None], streams: int, words: int
 ) -> float:
-    model = ChatOpenAIPassThrough(
+    model_class, chunk_timeout = kind
+    model = model_class(
         model="m",
         base_url=base_url,
         api_key=SecretStr("k"),
@@ -55,10 +62,8 @@ def main() -> None:
 
     async def measure() -> None:  # one loop: langchain-openai shares its HTTP client
         for _ in range(args.rounds):
-            for name, chunk_timeout in MODELS.items():
-                runs[name].append(
-                    await cpu_per_chunk(llm.base_url, chunk_timeout, args.streams, args.words)
-                )
+            for name, kind in MODELS.items():
+                runs[name].append(await cpu_per_chunk(llm.base_url, kind, args.streams, args.words))
 
     try:
         asyncio.run(measure())

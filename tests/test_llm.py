@@ -6,7 +6,17 @@ walk over the body); this proves nothing on the wire changes, streamed or not.
 
 from __future__ import annotations
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from typing import Any
+
+import openai
+import pytest
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+)
 from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
 
@@ -63,3 +73,32 @@ async def test_extra_body_set_by_the_caller_is_kept(fake_llm: FakeLLM) -> None:
     (call,) = fake_llm.calls
     assert call["top_k"] == 5
     assert len(call["messages"]) == len(PROMPT)
+
+
+async def test_streamed_chunks_are_chatopenai_s_built_from_the_wire_json(fake_llm: FakeLLM) -> None:
+    ours = build_chat_model(
+        Settings(llm_provider="openai", llm_base_url=fake_llm.base_url, llm_model="m")
+    )
+    plain = ChatOpenAI(
+        model="m", base_url=fake_llm.base_url, api_key=SecretStr("unused"), stream_usage=True
+    )
+
+    def seen(chunk: AIMessageChunk) -> dict[str, Any]:
+        return chunk.model_dump(exclude={"id"})
+
+    plain_chunks = [seen(chunk) async for chunk in plain.astream(PROMPT)]
+    our_chunks = [seen(chunk) async for chunk in ours.astream(PROMPT)]
+    assert our_chunks == plain_chunks
+    assert len(our_chunks) > 4  # a chunk a word, the finish, the usage, the last
+    assert any(chunk["usage_metadata"] for chunk in our_chunks)
+    assert any(chunk["response_metadata"].get("finish_reason") for chunk in our_chunks)
+
+
+async def test_a_failed_stream_raises_what_chatopenai_raises(fake_llm: FakeLLM) -> None:
+    ours = build_chat_model(
+        Settings(llm_provider="openai", llm_base_url=fake_llm.base_url, llm_model="m")
+    )
+    fake_llm.fail_status = 429
+    with pytest.raises(openai.RateLimitError):
+        async for _chunk in ours.astream(PROMPT):
+            pass

@@ -1,12 +1,13 @@
 """CPU per streamed chunk on the service's side of an LLM stream: langchain-openai's ChatOpenAI
 as it comes (its own per-chunk timeout: a task per chunk), without that timeout (the service
 times every piece itself, LLM_TIMEOUT_SECONDS), and the service's model (also without the
-OpenAI client's typed chunk objects: llm/openai.py).
+OpenAI client's typed chunk objects: llm/openai.py, and with the client's aiohttp
+transport: llm/factory.py).
 
     .venv/bin/python -m bench.llm_stream [--streams 10] [--words 400] [--rounds 3]
 
 The fake OpenAI-compatible LLM streams one chunk a word from a thread of its own; only the
-event loop's thread is timed (`time.thread_time`). Rounds alternate the two models; medians.
+event loop's thread is timed (`time.thread_time`). Rounds alternate the models; medians.
 """
 
 from __future__ import annotations
@@ -15,34 +16,49 @@ import argparse
 import asyncio
 import statistics
 import time
+from collections.abc import Callable
+from typing import Any
 
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage
 from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
 
 from bench.common import write_results
+from session_service.config import Settings
+from session_service.llm.factory import build_chat_model, close_chat_model
 from session_service.llm.openai import ChatOpenAIPassThrough
 from tests.fakes.openai import FakeLLM
 
-MODELS: dict[str, tuple[type[ChatOpenAI], float | None]] = {
-    "ChatOpenAI as it comes (120 s per chunk)": (ChatOpenAI, 120.0),
-    "ChatOpenAI, stream_chunk_timeout=None": (ChatOpenAI, None),
-    "the service's model": (ChatOpenAIPassThrough, None),
-}
 
-
-async def cpu_per_chunk(
-    base_url: str, kind: tuple[type[ChatOpenAI], float | None], streams: int, words: int
-) -> float:
-    model_class, chunk_timeout = kind
-    model = model_class(
+def _model(
+    model_class: type[ChatOpenAI], base_url: str, **options: Any
+) -> Callable[[], ChatOpenAI]:
+    return lambda: model_class(
         model="m",
         base_url=base_url,
         api_key=SecretStr("k"),
         max_retries=0,
         stream_usage=True,
-        stream_chunk_timeout=chunk_timeout,
+        **options,
     )
+
+
+def models(base_url: str) -> dict[str, Callable[[], BaseChatModel]]:
+    service = Settings(llm_provider="openai", llm_base_url=base_url, llm_model="m")
+    return {
+        "ChatOpenAI as it comes (120 s per chunk)": _model(ChatOpenAI, base_url),
+        "ChatOpenAI, stream_chunk_timeout=None": _model(
+            ChatOpenAI, base_url, stream_chunk_timeout=None
+        ),
+        "+ chunks as the wire's JSON (no typed objects)": _model(
+            ChatOpenAIPassThrough, base_url, stream_chunk_timeout=None
+        ),
+        "+ aiohttp transport: the service's model": lambda: build_chat_model(service),
+    }
+
+
+async def cpu_per_chunk(model: BaseChatModel, streams: int, words: int) -> float:
     question = [HumanMessage(content=" ".join(f"w{i}" for i in range(words)))]
     chunks, started = 0, time.thread_time()
     for _ in range(streams):
@@ -58,12 +74,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     llm = FakeLLM().start()
-    runs: dict[str, list[float]] = {name: [] for name in MODELS}
+    built = models(llm.base_url)
+    runs: dict[str, list[float]] = {name: [] for name in built}
 
     async def measure() -> None:  # one loop: langchain-openai shares its HTTP client
+        made = {name: build() for name, build in built.items()}
         for _ in range(args.rounds):
-            for name, kind in MODELS.items():
-                runs[name].append(await cpu_per_chunk(llm.base_url, kind, args.streams, args.words))
+            for name, model in made.items():
+                runs[name].append(await cpu_per_chunk(model, args.streams, args.words))
+        for model in made.values():
+            await close_chat_model(model)
 
     try:
         asyncio.run(measure())

@@ -6,10 +6,13 @@ walk over the body); this proves nothing on the wire changes, streamed or not.
 
 from __future__ import annotations
 
+import socket
+from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
 import pytest
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
@@ -21,9 +24,21 @@ from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
 
 from session_service.config import Settings
-from session_service.llm.factory import build_chat_model
+from session_service.llm.errors import llm_error
+from session_service.llm.factory import build_chat_model, close_chat_model
 from session_service.llm.openai import ChatOpenAIPassThrough
 from tests.fakes.openai import FakeLLM
+
+
+@pytest.fixture
+async def ours(fake_llm: FakeLLM) -> AsyncIterator[BaseChatModel]:
+    """The chat model the service builds, closed after the test."""
+    model = build_chat_model(
+        Settings(llm_provider="openai", llm_base_url=fake_llm.base_url, llm_model="m")
+    )
+    yield model
+    await close_chat_model(model)
+
 
 PROMPT: list[BaseMessage] = [
     SystemMessage(content="You are helpful.\n\nKnowledge:\n[1] a fact"),
@@ -33,10 +48,9 @@ PROMPT: list[BaseMessage] = [
 ]
 
 
-async def test_the_request_body_is_byte_for_byte_chatopenai_s(fake_llm: FakeLLM) -> None:
-    ours = build_chat_model(
-        Settings(llm_provider="openai", llm_base_url=fake_llm.base_url, llm_model="m")
-    )
+async def test_the_request_body_is_byte_for_byte_chatopenai_s(
+    fake_llm: FakeLLM, ours: BaseChatModel
+) -> None:
     assert isinstance(ours, ChatOpenAIPassThrough)
     plain = ChatOpenAI(
         model="m",
@@ -75,10 +89,9 @@ async def test_extra_body_set_by_the_caller_is_kept(fake_llm: FakeLLM) -> None:
     assert len(call["messages"]) == len(PROMPT)
 
 
-async def test_streamed_chunks_are_chatopenai_s_built_from_the_wire_json(fake_llm: FakeLLM) -> None:
-    ours = build_chat_model(
-        Settings(llm_provider="openai", llm_base_url=fake_llm.base_url, llm_model="m")
-    )
+async def test_streamed_chunks_are_chatopenai_s_built_from_the_wire_json(
+    fake_llm: FakeLLM, ours: BaseChatModel
+) -> None:
     plain = ChatOpenAI(
         model="m", base_url=fake_llm.base_url, api_key=SecretStr("unused"), stream_usage=True
     )
@@ -94,11 +107,33 @@ async def test_streamed_chunks_are_chatopenai_s_built_from_the_wire_json(fake_ll
     assert any(chunk["response_metadata"].get("finish_reason") for chunk in our_chunks)
 
 
-async def test_a_failed_stream_raises_what_chatopenai_raises(fake_llm: FakeLLM) -> None:
-    ours = build_chat_model(
-        Settings(llm_provider="openai", llm_base_url=fake_llm.base_url, llm_model="m")
-    )
+async def test_a_failed_stream_raises_what_chatopenai_raises(
+    fake_llm: FakeLLM, ours: BaseChatModel
+) -> None:
     fake_llm.fail_status = 429
     with pytest.raises(openai.RateLimitError):
         async for _chunk in ours.astream(PROMPT):
             pass
+
+
+@pytest.mark.parametrize("how", ["refused", "dropped"])
+async def test_a_refused_or_dropped_connection_is_a_502_not_a_timeout(
+    fake_llm: FakeLLM, how: str
+) -> None:
+    """The aiohttp transport reports both as a connect timeout; the cause decides."""
+    with socket.socket() as unused:  # a port nobody listens on
+        unused.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{unused.getsockname()[1]}/v1"
+    if how == "dropped":
+        url = fake_llm.base_url
+    fake_llm.drop = True
+    ours = build_chat_model(Settings(llm_provider="openai", llm_base_url=url, llm_model="m"))
+    try:
+        with pytest.raises(openai.APIError) as raised:
+            async for _chunk in ours.astream(PROMPT):
+                pass
+    finally:
+        await close_chat_model(ours)
+    error = llm_error(raised.value)
+    assert error.status_code == 502
+    assert error.detail.startswith("the LLM failed: ")

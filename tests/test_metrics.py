@@ -133,6 +133,7 @@ KNOWN_SERIES = {
         ),
     ),
     "session_agents_released_total": labelled(reason=("idle", "manual", "deleted")),
+    "session_turn_lease_renewals_total": labelled(outcome=("renewed", "failed", "lost")),
 }
 
 
@@ -151,7 +152,7 @@ def test_every_family_and_known_series_is_exported_from_the_start(
         if isinstance(family, MetricWrapperBase)
         for described in family.describe()
     }
-    assert len(families) == 16
+    assert len(families) == 18
     assert families <= {family.name for family in exported}
     for name, known in KNOWN_SERIES.items():
         series = {

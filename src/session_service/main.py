@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -37,7 +38,7 @@ from session_service.db.engine import create_engine, create_session_factory
 from session_service.db.turn_lock import TurnLocks
 from session_service.deps import State
 from session_service.errors import DatabaseUnavailable, InvalidInput, ServiceError
-from session_service.llm.factory import build_chat_model
+from session_service.llm.factory import build_chat_model, close_chat_model
 from session_service.logs import configure_logging
 from session_service.metrics import HTTP_REQUESTS
 from session_service.middleware import BodyLimit
@@ -87,6 +88,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await workers.start()
             stack.push_async_callback(workers.stop)
             mirror = await _start_ragflow(resolved, session_factory, stack)
+            llm = build_chat_model(resolved)
+            stack.push_async_callback(close_chat_model, llm)
             turns = ChatTurns(
                 resolved,
                 session_factory,
@@ -97,7 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     lease_seconds=resolved.turn_lock_lease_seconds,
                     reserve=create_session_factory(reserve),
                 ),
-                build_chat_model(resolved),
+                llm,
                 mirror,
             )
             max_age = resolved.agent_max_age_seconds
@@ -119,6 +122,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 ),
             )
             stack.push_async_callback(turns.close, SHUTDOWN_GRACE_SECONDS)
+            watching = asyncio.create_task(turns.admission.watch(), name="event-loop-lag")
+            stack.callback(watching.cancel)
             yield {
                 "settings": resolved,
                 "engine": engine,

@@ -70,6 +70,12 @@ class RagflowErrorKind(StrEnum):
     ERROR = "error"
 
 
+class LeaseRenewal(StrEnum):
+    RENEWED = "renewed"
+    FAILED = "failed"  # the database did not answer: tried again at the next interval
+    LOST = "lost"  # it had expired and another turn took the session
+
+
 class ReleaseReason(StrEnum):
     IDLE = "idle"  # the background sweep
     MANUAL = "manual"  # an admin's cleanup
@@ -115,7 +121,21 @@ TURNS_IN_FLIGHT = Gauge(
     multiprocess_mode="livesum",
 )
 TURNS_REFUSED = Counter(
-    "session_turns_refused_total", "Turns refused up front (503) at MAX_CONCURRENT_TURNS"
+    "session_turns_refused_total",
+    "Turns refused up front (503) at MAX_CONCURRENT_TURNS or MAX_EVENT_LOOP_LAG_MS",
+)
+EVENT_LOOP_LAG = Gauge(
+    "session_event_loop_lag_seconds",
+    "How late the event loop runs a timer: the largest delay of the last second",
+    multiprocess_mode="livemax",
+)
+TURN_LEASE_RENEWALS = _at_zero(
+    Counter(
+        "session_turn_lease_renewals_total",
+        "Renewals of running turns' leases (every TURN_LEASE_SECONDS / 3) by outcome",
+        ["outcome"],
+    ),
+    LeaseRenewal,
 )
 AGENTS_ACTIVE = Gauge("session_agents_active", "Agents held in memory", multiprocess_mode="livesum")
 AGENTS_MAX = Gauge(

@@ -45,6 +45,7 @@ from session_service.errors import (
     SessionNotFound,
     UpstreamFailed,
 )
+from session_service.llm.deadline import PieceTimeout
 from session_service.llm.errors import llm_error
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class ChatTurns:
         self.llm = llm
         self.mirror = mirror
         self.generations: dict[int, Generation] = {}  # by assistant message id, while running
-        self.admission = Admission(settings.max_concurrent_turns)
+        self.admission = Admission(settings.max_concurrent_turns, settings.max_event_loop_lag_ms)
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def begin(
@@ -261,14 +262,15 @@ class ChatTurns:
                     agent = await self._caught_up(agent, row, question)
                     with _phase("grounding"):
                         grounded = await ground(self.mirror, row, question.content)
-                    final: AIMessageChunk | None = None
+                    meta: dict[str, Any] = {}
                     with _phase("llm"):
                         async for chunk in self._chunks(agent, grounded.text, stream):
-                            final = chunk if final is None else final + chunk
-                            if chunk.text:
-                                parts.append(chunk.text)
-                                generation.publish(DELTA, {"text": chunk.text})
-                    meta = _answer_metadata(final) | grounded.metadata
+                            if text := chunk.text:
+                                parts.append(text)
+                                generation.publish(DELTA, {"text": text})
+                            if chunk.response_metadata or chunk.usage_metadata:
+                                _add_answer_metadata(meta, chunk)
+                    meta |= grounded.metadata
                     with _phase("database"):
                         reply = await self._finish(
                             lease, row.session_id, placeholder, "".join(parts), meta
@@ -288,14 +290,11 @@ class ChatTurns:
         pieces = agent.reply(self.llm, grounding, stream=stream)
         started, outcome = time.perf_counter(), "error"
         try:
-            while True:
-                try:
-                    async with asyncio.timeout(self.settings.llm_timeout_seconds):
-                        chunk = await anext(pieces)
-                except StopAsyncIteration:
-                    outcome = "ok"
-                    return
-                yield chunk
+            async with PieceTimeout(self.settings.llm_timeout_seconds) as timeout:
+                async for chunk in pieces:
+                    timeout.came()
+                    yield chunk
+            outcome = "ok"
         except ServiceError:
             raise
         except Exception as exc:
@@ -486,21 +485,16 @@ class ChatTurns:
         return TurnResult(question, reply, created=False)
 
 
-def _answer_metadata(answer: AIMessageChunk | None) -> dict[str, Any]:
-    meta: dict[str, Any] = {}
-    if answer is None:
-        return meta
-    model = answer.response_metadata.get("model_name") or answer.response_metadata.get("model")
-    if model:
+def _add_answer_metadata(meta: dict[str, Any], chunk: AIMessageChunk) -> None:
+    """The model's name and the token usage, from the chunks that carry them (what merging
+    every chunk into one message gives, without merging them: usages add up)."""
+    model = chunk.response_metadata.get("model_name") or chunk.response_metadata.get("model")
+    if model and "model" not in meta:
         meta["model"] = model
-    if answer.usage_metadata:
-        usage = answer.usage_metadata
-        meta["usage"] = {
-            "input_tokens": usage["input_tokens"],
-            "output_tokens": usage["output_tokens"],
-            "total_tokens": usage["total_tokens"],
-        }
-    return meta
+    if chunk.usage_metadata:
+        usage = meta.setdefault("usage", {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0})
+        for key in usage:
+            usage[key] += chunk.usage_metadata[key]  # type: ignore[literal-required]
 
 
 @contextlib.contextmanager

@@ -21,6 +21,7 @@ from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from session_service import metrics
 from session_service.db.contention import Busy, is_contention
 from session_service.db.models import SESSIONS
 from session_service.db.types import utcnow
@@ -156,9 +157,12 @@ class TurnLocks:
                         {"key": session_id, "token": token, "expires": utcnow() + self._lease},
                     )
                 if renewed.rowcount != 1:
+                    metrics.TURN_LEASE_RENEWALS.labels(metrics.LeaseRenewal.LOST).inc()
                     log.warning("turn lease lost session_id=%s", session_id)
                     return
+                metrics.TURN_LEASE_RENEWALS.labels(metrics.LeaseRenewal.RENEWED).inc()
             except Exception as exc:  # the database may be back before the lease runs out
+                metrics.TURN_LEASE_RENEWALS.labels(metrics.LeaseRenewal.FAILED).inc()
                 log.warning("turn lease renewal failed session_id=%s reason=%r", session_id, exc)
 
     async def release(self, session_id: str, token: str) -> None:

@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bench import common, llm_stream, scaling, streaming, turns
+from bench import common, llm_stream, scaling, streaming, streams, turns
 
 
 @pytest.fixture
 def results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(common, "RESULTS", tmp_path)
     monkeypatch.setattr(scaling, "RESULTS", tmp_path)
+    monkeypatch.setattr(streams, "RESULTS", tmp_path)
     return tmp_path
 
 
@@ -70,5 +71,19 @@ def test_scaling(results: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_llm_stream(results: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     figures = run(llm_stream.main, monkeypatch, results, "--streams", "2", "--words", "50")
-    assert set(figures["us_cpu_per_chunk"]) == set(llm_stream.MODELS)
+    assert len(figures["us_cpu_per_chunk"]) == 4  # ChatOpenAI as it comes ... the service's
     assert all(value > 0 for value in figures["us_cpu_per_chunk"].values())
+
+
+def test_streams(results: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    argv = ("--n", "2", "6", "--words", "8", "--pace-ms", "10")
+    figures = run(streams.main, monkeypatch, results, *argv)
+    assert [row["n"] for row in figures["rows"]] == [2, 6]
+    for row in figures["rows"]:
+        service, relay = row["service"], row["relay"]
+        assert (service["ok"], service["failed"], service["lost"]) == (row["n"], 0, 0)
+        assert relay["ok"] == row["n"]
+        for party in (service, relay):
+            assert party["first_p50_ms"] > 0
+            assert party["cpu_per_delta_ms"] > 0
+    assert (results / "streams.png").stat().st_size > 0

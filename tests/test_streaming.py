@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -11,6 +12,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from session_service.api import turns as turn_routes
+from session_service.chat.generation import DELTA, MESSAGE_END, MESSAGE_START, Generation
 from session_service.config import Settings
 from session_service.db.models import ChatMessage, ChatSession
 from session_service.db.types import utcnow
@@ -415,3 +417,57 @@ async def test_ragflow_failing_during_a_stream_still_answers(
         fake_ragflow.fail = None
         events = await stream_turn(http, alice, session_id, "back")
         assert events[-1].data["assistant_message"]["metadata"]["grounding"] == "ragflow_chat"
+
+
+async def _followed(generation: Generation, after: int = 0) -> list[tuple[int, str, Any]]:
+    return [(e.id, e.name, e.data.get("text")) async for e in generation.follow(after=after)]
+
+
+async def test_deltas_waiting_together_go_as_one_event_with_the_last_one_s_id() -> None:
+    question = ChatMessage(session_id="s", seq=1, role="user", content="q", timestamp=utcnow())
+    generation = Generation("s", question, 2)
+    generation.publish(MESSAGE_START, {})
+    live = asyncio.create_task(_followed(generation))
+    await asyncio.sleep(0)
+    generation.publish(DELTA, {"text": "a"})
+    await asyncio.sleep(0)  # the follower sends "a" before the next ones come
+    for text in ("b", "c", "d"):
+        generation.publish(DELTA, {"text": text})  # together: one event
+    await asyncio.sleep(0)
+    generation.publish(MESSAGE_END, {})
+    generation.finish()
+    assert await live == [
+        (1, MESSAGE_START, None),
+        (2, DELTA, "a"),
+        (5, DELTA, "bcd"),
+        (6, MESSAGE_END, None),
+    ]
+    # A rejoin from any id gets the rest, the deltas waiting together again as one.
+    assert await _followed(generation, after=3) == [(5, DELTA, "cd"), (6, MESSAGE_END, None)]
+    assert await _followed(generation, after=5) == [(6, MESSAGE_END, None)]
+
+
+@pytest.mark.parametrize(("flush_ms", "merged"), [(0, False), (150, True)])
+async def test_stream_flush_ms_lets_a_delta_wait_for_the_next_ones(
+    llm_settings: Callable[..., Settings],
+    fake_llm: FakeLLM,
+    alice: Headers,
+    flush_ms: int,
+    merged: bool,
+) -> None:
+    words = [f"w{i}" for i in range(12)]
+    fake_llm.reply = lambda _m: " ".join(words)
+    fake_llm.chunk_delay = 0.02
+    settings = llm_settings(stream_flush_ms=flush_ms)
+    async with uvicorn_server(settings) as url, httpx.AsyncClient(base_url=url) as http:
+        session_id = await new_session(http, alice)
+        events = await stream_turn(http, alice, session_id, "go")
+    deltas = [e for e in events if e.name == "delta"]
+    assert "".join(e.data["text"] for e in deltas) == " ".join(words)
+    assert events[-1].data["assistant_message"]["content"] == " ".join(words)
+    ids = [int(e.id or 0) for e in events]
+    assert ids == sorted(set(ids))  # increasing, each once
+    if merged:
+        assert len(deltas) <= len(words) / 2
+    else:
+        assert len(deltas) == len(words)  # paced deltas go one by one

@@ -88,7 +88,7 @@ async def post_message(
     )
     if isinstance(started, Generation):
         if stream:
-            return _sse(started.follow(), status.HTTP_201_CREATED)
+            return _sse(started.follow(flush=turns.flush_seconds), status.HTTP_201_CREATED)
         result = await started.wait()
     else:
         result = started
@@ -129,7 +129,8 @@ async def follow_reply(
         raise NotFound("Message not found")
     generation = turns.generations.get(message_id)
     if generation is not None and (last_event_id or not generation.done.is_set()):
-        return _sse(generation.follow(after=_event_number(last_event_id)), status.HTTP_200_OK)
+        events = generation.follow(after=_event_number(last_event_id), flush=turns.flush_seconds)
+        return _sse(events, status.HTTP_200_OK)
     return _sse(_when_stored(turns.session_factory, message), status.HTTP_200_OK)
 
 

@@ -64,13 +64,30 @@ class Generation:
         news, self._news = self._news, asyncio.Event()
         news.set()
 
-    async def follow(self, after: int = 0) -> AsyncIterator[Event]:
-        """Every event after the one with id `after`, as they come, until the last."""
+    async def follow(self, after: int = 0, flush: float = 0.0) -> AsyncIterator[Event]:
+        """Every event after the one with id `after`, as they come, until the last.
+
+        Deltas that are waiting together go as one (the text of each, with the id of the
+        last): a follower that fell behind catches up in one event rather than many. With
+        `flush` (seconds), a delta waits that long for the next ones to join it.
+        """
         index = max(after, 0)
         while True:
+            waiting = self.events[index : index + 1]
+            if flush and waiting and waiting[0].name == DELTA and not self.done.is_set():
+                await asyncio.sleep(flush)
             while index < len(self.events):
+                event = self.events[index]
                 index += 1
-                yield self.events[index - 1]
+                if event.name == DELTA:
+                    texts = [event.data["text"]]
+                    while index < len(self.events) and self.events[index].name == DELTA:
+                        event = self.events[index]
+                        index += 1
+                        texts.append(event.data["text"])
+                    if len(texts) > 1:
+                        event = Event(event.id, DELTA, {"text": "".join(texts)})
+                yield event
             if self.done.is_set():
                 return
             await self._news.wait()

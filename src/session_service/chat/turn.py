@@ -77,6 +77,7 @@ class ChatTurns:
         self.llm = llm
         self.mirror = mirror
         self.generations: dict[int, Generation] = {}  # by assistant message id, while running
+        self.flush_seconds = settings.stream_flush_ms / 1000  # how long a delta waits for more
         self.admission = Admission(settings.max_concurrent_turns, settings.max_event_loop_lag_ms)
         self._tasks: set[asyncio.Task[None]] = set()
 

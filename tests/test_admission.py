@@ -4,6 +4,7 @@ Retry-After), with nothing stored and no LLM call; the turns it took on are serv
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 from httpx import AsyncClient
@@ -75,3 +76,49 @@ async def test_admission_is_not_an_outage_for_a_client(client: AsyncClient) -> N
     session_id = await new_session(client, HEADERS)
     answers = await asyncio.gather(*(turn(client, HEADERS, session_id, f"q{i}") for i in range(5)))
     assert {a.status_code for a in answers} == {201}
+
+
+async def test_a_loop_running_late_refuses_turns_until_it_keeps_time_again(
+    llm_settings: Callable[..., Settings],
+    fake_llm: FakeLLM,
+    db: async_sessionmaker[AsyncSession],
+) -> None:
+    async with serve_app(llm_settings(max_event_loop_lag_ms=200)) as client:
+        session_id = await new_session(client, HEADERS)
+        before = (await client.get("/metrics")).text
+        _block_the_loop(0.5)  # the app runs on this loop: its lag watcher is held up too
+        await asyncio.sleep(0.15)  # the watcher's next measure notes how late it ran
+        refused = await turn(client, HEADERS, session_id, "now?")
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "1"
+        assert "event loop" in refused.json()["detail"]
+        assert "late" in refused.json()["detail"]
+        assert await stored(db, session_id) == []  # nothing stored for it
+        assert fake_llm.calls == []
+        during = (await client.get("/metrics")).text
+        assert sample(during, "session_event_loop_lag_seconds") > 0.2
+        await asyncio.sleep(1.2)  # a second of measures on time: the late one is forgotten
+        again = await turn(client, HEADERS, session_id, "now")
+        assert again.status_code == 201, again.text
+    refusals = "session_turns_refused_total"
+    assert sample(during, refusals) - sample(before, refusals) == 1
+    assert [content for _, _, content in await stored(db, session_id)][:1] == ["now"]
+
+
+async def test_a_loop_running_late_refuses_nothing_by_default(
+    llm_settings: Callable[..., Settings], fake_llm: FakeLLM
+) -> None:
+    async with serve_app(llm_settings()) as client:
+        session_id = await new_session(client, HEADERS)
+        _block_the_loop(0.5)
+        await asyncio.sleep(0.15)
+        answered = await turn(client, HEADERS, session_id, "now?")
+        assert answered.status_code == 201, answered.text
+        # measured all the same (the watcher runs either way), only not acted on
+        lag = sample((await client.get("/metrics")).text, "session_event_loop_lag_seconds")
+        assert lag > 0.2
+
+
+def _block_the_loop(seconds: float) -> None:
+    """Hold up the running event loop (called from a coroutine), as CPU-bound work would."""
+    time.sleep(seconds)

@@ -220,7 +220,7 @@ def chart(rows: list[dict[str, Any]], out: Path) -> None:
     for who, style in (("service", "o-"), ("relay", "s--")):
         delay.plot(ns, [row[who]["added_p99_ms"] or 0 for row in rows], style, label=who)
     delay.axhline(100, color="grey", linewidth=0.8, linestyle=":")
-    delay.set(xscale="log", xlabel="streams at once", ylabel="p99 added delay (ms)")
+    delay.set(xscale="log", yscale="log", xlabel="streams at once", ylabel="p99 added delay (ms)")
     delay.legend()
     for key, label in (("ok", "ok"), ("refused", "refused (503)"), ("failed", "failed")):
         turns.plot(ns, [row["service"][key] for row in rows], "o-", label=label)

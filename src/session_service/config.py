@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     )
     turn_lock_timeout_seconds: float = Field(120, ge=0)
     turn_lock_lease_seconds: float = Field(30, ge=1)
-    max_concurrent_turns: int = Field(100, ge=1)
+    max_concurrent_turns: int = Field(250, ge=1)
     max_event_loop_lag_ms: float = Field(0, ge=0)
     stream_flush_ms: float = Field(0, ge=0, le=1000)
 

@@ -10,8 +10,10 @@ start, at zero, and a rate over it has a beginning rather than a gap before its 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
 from enum import StrEnum
 from typing import TypeVar
 
@@ -165,3 +167,13 @@ DB_POOL_IN_USE = Gauge(
 DB_POOL_OPEN = Gauge(
     "session_db_pool_connections_open", "Database connections open", multiprocess_mode="livesum"
 )
+
+
+@contextlib.contextmanager
+def timed_phase(phase: Phase) -> Iterator[None]:
+    """Time one phase of a turn into TURN_PHASE_SECONDS."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        TURN_PHASE_SECONDS.labels(phase).observe(time.perf_counter() - started)

@@ -76,10 +76,10 @@ async def create(
         context=body.context if "context" in given else None,
     )
     if created:
-        turns.pool.add(turns.new_agent(row))
+        turns.add_agent(row)
     else:
         response.status_code = status.HTTP_200_OK
-    return SessionPublic.of(row, agent_active=row.session_id in turns.pool)
+    return SessionPublic.of(row, agent_active=turns.has_agent(row.session_id))
 
 
 @router.get("", summary="List your sessions")
@@ -116,7 +116,7 @@ async def read(
     messages_limit: Annotated[int, Query(ge=0, le=500)] = 50,
 ) -> SessionDetail:
     """Read a session with its latest messages (oldest first); rebuilds a released agent."""
-    await turns.pool.get_or_restore(session.session_id, lambda: turns.restore(session, db))
+    await turns.ensure_agent(session, db)
     messages, has_more = await MessageRepository.from_session(db).latest(
         session.session_id, limit=messages_limit
     )

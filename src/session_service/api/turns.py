@@ -3,13 +3,11 @@ follow a reply still being generated after a reload."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Iterable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Request, Response, status
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from session_service.api.cursors import MAX_POSITION
@@ -24,17 +22,13 @@ from session_service.chat.generation import (
     Generation,
     TurnResult,
 )
-from session_service.chat.sessions import owned_session
-from session_service.chat.turn import STREAMING
 from session_service.db.models import ChatMessage
-from session_service.db.repositories import MessageRepository
 from session_service.deps import CurrentUser, SessionIdPath, TurnsDep
-from session_service.errors import NotFound, PayloadTooLarge
+from session_service.errors import PayloadTooLarge
 
 router = APIRouter(prefix="/api/sessions", tags=["chat"], route_class=StrictJSONRoute)
 MAX_CONTENT_CHARS = 32000
 HEARTBEAT_SECONDS = 15  # a comment line, so idle proxies do not cut a slow generation
-REJOIN_POLL_SECONDS = 0.5
 SSE_DESCRIPTION = (
     "With `stream: true` or `Accept: text/event-stream`: `text/event-stream` with "
     "`message_start` `{user_message, assistant_message_id}`, `delta` `{text}` events whose "
@@ -88,7 +82,7 @@ async def post_message(
     )
     if isinstance(started, Generation):
         if stream:
-            return _sse(started.follow(flush=turns.flush_seconds), status.HTTP_201_CREATED)
+            return _sse(started.follow(), status.HTTP_201_CREATED)
         result = await started.wait()
     else:
         result = started
@@ -122,31 +116,9 @@ async def follow_reply(
 ) -> EventSourceResponse:
     """Follow a reply: the rest of one still being generated on this replica, from after
     `Last-Event-ID`; or, once stored, `message_end` with the whole message at once."""
-    async with turns.session_factory() as db:
-        await owned_session(db, session_id, user)
-        message = await MessageRepository.from_session(db).get(message_id)
-    if message is None or message.session_id != session_id or message.role != "assistant":
-        raise NotFound("Message not found")
-    generation = turns.generations.get(message_id)
-    if generation is not None and (last_event_id or not generation.done.is_set()):
-        events = generation.follow(after=_event_number(last_event_id), flush=turns.flush_seconds)
-        return _sse(events, status.HTTP_200_OK)
-    return _sse(_when_stored(turns.session_factory, message), status.HTTP_200_OK)
-
-
-async def _when_stored(
-    session_factory: async_sessionmaker[AsyncSession], message: ChatMessage
-) -> AsyncIterator[Event]:
-    """A reply generated elsewhere (another replica): wait until it is stored, then end."""
-    assert message.id is not None
-    while message.meta.get("status") == STREAMING:
-        await asyncio.sleep(REJOIN_POLL_SECONDS)
-        async with session_factory() as db:
-            fresh = await MessageRepository.from_session(db).get(message.id)
-        if fresh is None:
-            return
-        message = fresh
-    yield Event(0, MESSAGE_END, {"assistant_message": message})
+    after = _event_number(last_event_id) if last_event_id else None
+    events = await turns.follow(user, session_id, message_id, after)
+    return _sse(events, status.HTTP_200_OK)
 
 
 async def _replayed(result: TurnResult) -> AsyncIterator[Event]:

@@ -35,8 +35,16 @@ class TurnResult:
 
 
 class Generation:
-    def __init__(self, session_id: str, user_message: ChatMessage, assistant_id: int) -> None:
+    def __init__(
+        self,
+        session_id: str,
+        user_message: ChatMessage,
+        assistant_id: int,
+        *,
+        flush: float = 0.0,
+    ) -> None:
         self.session_id = session_id
+        self.flush = flush  # seconds a delta waits for the next ones to join it
         self.user_message = user_message
         self.assistant_id = assistant_id
         self.events: list[Event] = []
@@ -64,18 +72,18 @@ class Generation:
         news, self._news = self._news, asyncio.Event()
         news.set()
 
-    async def follow(self, after: int = 0, flush: float = 0.0) -> AsyncIterator[Event]:
+    async def follow(self, after: int = 0) -> AsyncIterator[Event]:
         """Every event after the one with id `after`, as they come, until the last.
 
         Deltas that are waiting together go as one (the text of each, with the id of the
         last): a follower that fell behind catches up in one event rather than many. With
-        `flush` (seconds), a delta waits that long for the next ones to join it.
+        `flush` (STREAM_FLUSH_MS), a delta waits that long for the next ones to join it.
         """
         index = max(after, 0)
         while True:
             waiting = self.events[index : index + 1]
-            if flush and waiting and waiting[0].name == DELTA and not self.done.is_set():
-                await asyncio.sleep(flush)
+            if self.flush and waiting and waiting[0].name == DELTA and not self.done.is_set():
+                await asyncio.sleep(self.flush)
             while index < len(self.events):
                 event = self.events[index]
                 index += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -34,6 +35,13 @@ SESSION_ID_LENGTH = 64
 SESSION_ID_PATTERN = rf"^[A-Za-z0-9_-]{{1,{SESSION_ID_LENGTH}}}$"
 USER_ID_LENGTH = 255
 TITLE_LENGTH = 500
+
+
+class MessageStatus(StrEnum):
+    """`metadata.status` of an assistant message; a reply stored whole has none."""
+
+    STREAMING = "streaming"  # being generated: its turn stores it (or recovery marks it)
+    INTERRUPTED = "interrupted"  # what was generated before a failure, or nothing
 
 
 class ChatSession(SQLModel, table=True):

@@ -1,0 +1,52 @@
+"""Replies left in progress by a turn that cannot finish them (its replica died, or its
+database went away for good): marked `interrupted`, keeping what was generated."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from session_service.db.models import ChatSession, MessageStatus
+from session_service.db.repositories import MessageRepository, SessionRepository
+from session_service.db.turn_lock import TurnLocks
+from session_service.db.types import utcnow
+
+log = logging.getLogger(__name__)
+
+
+async def interrupt_orphans(locks: TurnLocks) -> int:
+    """Mark the replies whose turn's lease has expired as interrupted; how many."""
+    async with locks.reserve() as db:
+        orphans = await SessionRepository.from_session(db).orphaned_generations(utcnow())
+    for session_id, message_id in orphans:
+        async with locks.reserve() as db, db.begin():
+            if await SessionRepository.from_session(db).clear_generating(session_id, message_id):
+                await mark_interrupted(db, message_id)
+    if orphans:
+        log.info("orphaned replies found=%d", len(orphans))
+    return len(orphans)
+
+
+async def interrupt_orphan(db: AsyncSession, row: ChatSession) -> None:
+    """Under the turn lock, a reply still marked in progress has no one generating it."""
+    if row.generating_message_id is None:
+        return
+    await mark_interrupted(db, row.generating_message_id)
+    await SessionRepository.from_session(db).clear_generating(
+        row.session_id, row.generating_message_id
+    )
+
+
+async def mark_interrupted(db: AsyncSession, message_id: int) -> None:
+    messages = MessageRepository.from_session(db)
+    message = await messages.get(message_id)
+    if message is not None and message.meta.get("status") == MessageStatus.STREAMING:
+        await messages.finish(
+            message_id, message.content, {"status": MessageStatus.INTERRUPTED}, utcnow()
+        )
+        log.info(
+            "reply marked interrupted session_id=%s message_id=%d",
+            message.session_id,
+            message_id,
+        )

@@ -1,0 +1,175 @@
+"""A turn's writes, in the two short transactions the turn lock's lease rides on: the question
+with its reply's placeholder (claiming the lease), then the reply (letting it go), or what was
+generated when the reply fails; and the stored pair of a repeated `client_message_id`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from session_service.auth import User
+from session_service.chat import recovery
+from session_service.chat.generation import TurnResult
+from session_service.chat.sessions import owned_session
+from session_service.db.contention import retry_on_contention
+from session_service.db.models import ChatMessage, ChatSession, MessageStatus
+from session_service.db.repositories import MessageRepository, SessionRepository
+from session_service.db.turn_lock import Lease, TurnLocks
+from session_service.db.types import utcnow
+from session_service.errors import Conflict, ServiceError, SessionNotFound
+
+# The first write's outcome: a repeated client_message_id's stored pair, or the new question
+# and its answer's placeholder.
+Stored = TurnResult | tuple[ChatMessage, ChatMessage]
+
+
+class TurnStore:
+    def __init__(self, session_factory: async_sessionmaker[AsyncSession], locks: TurnLocks) -> None:
+        self.session_factory = session_factory
+        self.locks = locks
+
+    async def first(
+        self,
+        db: AsyncSession,
+        user: User,
+        session_id: str,
+        content: str,
+        client_message_id: str | None,
+    ) -> tuple[ChatSession, Stored]:
+        """The turn's first transaction, under the lease's claim (which has locked the
+        session's row): the pair, if a repeat was answered while it waited for the lock; else
+        a reply left in progress marked interrupted, and the question with its placeholder."""
+        row = await owned_session(db, session_id, user)
+        if client_message_id is not None:
+            answered = await self.answered(db, session_id, client_message_id, content)
+            if answered is not None:
+                return row, answered
+        await recovery.interrupt_orphan(db, row)
+        return row, await self.question(db, row, content, client_message_id)
+
+    async def answered(
+        self, db: AsyncSession, session_id: str, client_message_id: str, content: str
+    ) -> TurnResult | None:
+        """The stored pair for a repeated client_message_id, if its answer is stored whole."""
+        messages = MessageRepository.from_session(db)
+        question = await messages.by_client_id(session_id, client_message_id)
+        if question is None:
+            return None
+        _same_question(question, content)
+        reply = await messages.at_seq(session_id, question.seq + 1)
+        if (
+            reply is None
+            or reply.role != "assistant"
+            or reply.meta.get("status") == MessageStatus.STREAMING
+        ):
+            return None
+        return TurnResult(question, reply, created=False)
+
+    async def question(
+        self, db: AsyncSession, row: ChatSession, content: str, client_message_id: str | None
+    ) -> tuple[ChatMessage, ChatMessage]:
+        """The user's message (a retried failed one is reused) and a placeholder answer."""
+        messages = MessageRepository.from_session(db)
+        question = None
+        if client_message_id is not None:
+            question = await messages.by_client_id(row.session_id, client_message_id)
+            if question is not None:
+                _same_question(question, content)
+            if question is not None and question.seq != row.message_count:
+                raise Conflict(
+                    "client_message_id was used for an earlier message that is no longer "
+                    "the latest; send the message again with a new client_message_id"
+                )
+        now = utcnow()
+        added = 1
+        if question is None:
+            question = await messages.insert(
+                ChatMessage(
+                    session_id=row.session_id,
+                    seq=row.message_count + 1,
+                    role="user",
+                    content=content,
+                    timestamp=now,
+                    client_message_id=client_message_id,
+                )
+            )
+            added = 2
+        placeholder = await messages.insert(
+            ChatMessage(
+                session_id=row.session_id,
+                seq=question.seq + 1,
+                role="assistant",
+                content="",
+                timestamp=now,
+                meta={"status": MessageStatus.STREAMING},
+            )
+        )
+        await SessionRepository.from_session(db).record_messages(
+            row.session_id, added, now, generating=placeholder.id
+        )
+        return question, placeholder
+
+    async def reply(
+        self,
+        lease: Lease,
+        session_id: str,
+        placeholder: ChatMessage,
+        content: str,
+        meta: dict[str, Any],
+    ) -> ChatMessage:
+        """Store the answer in its placeholder, letting the turn's lease go with it."""
+        assert placeholder.id is not None
+        message_id, now = placeholder.id, utcnow()
+
+        async def store(db: AsyncSession) -> None:
+            # The session's row first, as every writer of its messages does (no deadlock).
+            await SessionRepository.from_session(db).clear_generating(
+                session_id, message_id, updated_at=now
+            )
+            if not await MessageRepository.from_session(db).finish(message_id, content, meta, now):
+                raise SessionNotFound()  # deleted while the reply was generated
+
+        await retry_on_contention(lambda: lease.release_with(store), "storing a reply")
+        placeholder.content, placeholder.meta, placeholder.timestamp = content, meta, now
+        return placeholder
+
+    async def failed_reply(
+        self, session_id: str, placeholder: ChatMessage, generated: str, error: ServiceError
+    ) -> None:
+        """Keep what was generated, marked interrupted; with nothing generated, no reply.
+        On the reserve pool: a busy process still stores what it generated."""
+        message_id = placeholder.id
+        assert message_id is not None
+
+        async def keep() -> None:
+            async with self.locks.reserve() as db, db.begin():
+                sessions = SessionRepository.from_session(db)
+                if not await sessions.clear_generating(session_id, message_id):
+                    return  # the session is gone, or another turn recovered the reply
+                messages = MessageRepository.from_session(db)
+                if generated:
+                    meta = {"status": MessageStatus.INTERRUPTED, "error": error.detail}
+                    await messages.finish(message_id, generated, meta, utcnow())
+                else:
+                    await messages.remove(message_id)
+                    await sessions.record_messages(session_id, -1, utcnow())
+
+        await retry_on_contention(keep, "storing a failed reply")
+
+    async def why_changed(self, session_id: str) -> ServiceError:
+        """Why a write of this turn hit a constraint: the session was deleted, or written to."""
+        async with self.session_factory() as db:
+            gone = await SessionRepository.from_session(db).get(session_id) is None
+        if gone:
+            return SessionNotFound()
+        return Conflict("the session changed during this turn; nothing more was stored")
+
+
+def _same_question(question: ChatMessage, content: str) -> None:
+    """A repeated client_message_id must repeat its message, not send another one."""
+    if question.content != content:
+        raise Conflict(
+            "client_message_id was already used for a different message; send this one "
+            "with a new client_message_id"
+        )

@@ -273,7 +273,7 @@ async def turn_core_cpu(database_url: str, turns: int = 600) -> float:
                         db, user, None, session_id=None, title="bench", context={}
                     )
                 session_id = row.session_id
-                chat.add_agent(row)  # as the API does when it creates one
+                chat.agents.add(row)  # as the API does when it creates one
             started = await chat.begin(user, session_id, f"question {index}", stream=False)
             assert isinstance(started, Generation)
             await started.wait()

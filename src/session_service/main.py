@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -31,6 +32,7 @@ from session_service.agents.sweeper import sweep_once
 from session_service.agents.workers import Workers
 from session_service.api import agents, audit, health, metrics, sessions, turns
 from session_service.background import Repeating
+from session_service.chat import recovery
 from session_service.chat.mirror import Mirror
 from session_service.chat.turn import ChatTurns
 from session_service.config import Settings, load_settings
@@ -93,17 +95,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stack.push_async_callback(workers.stop)
             mirror = await _start_ragflow(resolved, session_factory, stack)
             llm = build_chat_model(resolved)
+            locks = TurnLocks(
+                reserve,
+                session_factory,
+                lease_seconds=resolved.turn_lock_lease_seconds,
+                reserve=create_session_factory(reserve),
+            )
             stack.push_async_callback(close_chat_model, llm)
             turns = ChatTurns(
                 resolved,
                 session_factory,
                 pool,
-                TurnLocks(
-                    reserve,
-                    session_factory,
-                    lease_seconds=resolved.turn_lock_lease_seconds,
-                    reserve=create_session_factory(reserve),
-                ),
+                locks,
                 llm,
                 mirror,
             )
@@ -120,7 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 stack,
                 Repeating(
                     "orphaned-replies",
-                    turns.interrupt_orphans,
+                    functools.partial(recovery.interrupt_orphans, locks),
                     interval=resolved.turn_lock_lease_seconds,
                     run_at_start=True,
                 ),

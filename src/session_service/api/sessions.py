@@ -76,10 +76,10 @@ async def create(
         context=body.context if "context" in given else None,
     )
     if created:
-        turns.add_agent(row)
+        turns.agents.add(row)
     else:
         response.status_code = status.HTTP_200_OK
-    return SessionPublic.of(row, agent_active=turns.has_agent(row.session_id))
+    return SessionPublic.of(row, agent_active=turns.agents.has(row.session_id))
 
 
 @router.get("", summary="List your sessions")
@@ -116,7 +116,7 @@ async def read(
     messages_limit: Annotated[int, Query(ge=0, le=500)] = 50,
 ) -> SessionDetail:
     """Read a session with its latest messages (oldest first); rebuilds a released agent."""
-    await turns.ensure_agent(session, db)
+    await turns.agents.pooled(session, db)
     messages, has_more = await MessageRepository.from_session(db).latest(
         session.session_id, limit=messages_limit
     )

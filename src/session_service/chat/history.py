@@ -26,6 +26,13 @@ class Histories:
         self.session_factory = session_factory
         self.pool = pool
 
+    def add(self, row: ChatSession) -> None:
+        """A new session's agent, pooled at once (its first turn needs no rebuild)."""
+        self.pool.add(self.new_agent(row))
+
+    def has(self, session_id: str) -> bool:
+        return session_id in self.pool
+
     def new_agent(self, row: ChatSession) -> ChatAgent:
         return ChatAgent(
             session_id=row.session_id,

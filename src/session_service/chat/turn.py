@@ -12,7 +12,6 @@ the LLM generates, and the turn lock keeps one turn per session at a time.
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, Literal
@@ -25,29 +24,23 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from session_service import metrics
 from session_service.agents.pool import AgentPool
 from session_service.auth import User
-from session_service.chat import recovery
 from session_service.chat.admission import Admission
 from session_service.chat.generation import DELTA, MESSAGE_START, Event, Generation, TurnResult
 from session_service.chat.grounding import ground
 from session_service.chat.history import Histories
 from session_service.chat.mirror import Mirror
 from session_service.chat.replies import Replies
-from session_service.chat.sessions import owned_session
 from session_service.chat.turn_store import Stored, TurnStore
 from session_service.config import Settings
-from session_service.db.contention import Busy, is_contention
 from session_service.db.models import ChatMessage, ChatSession
 from session_service.db.turn_lock import Lease, TurnLocks
-from session_service.errors import DatabaseUnavailable, ServiceError, UpstreamFailed
 from session_service.llm.stream import add_answer_metadata, timed_pieces
 from session_service.metrics import Phase
-
-log = logging.getLogger(__name__)
 
 
 class ChatTurns:
     """Runs turns; one per process, made in the lifespan. Its public face is what the routes
-    and the lifespan use: `begin` a turn, `follow` a reply, the session's agent, recovery."""
+    and the lifespan use: `begin` a turn, `follow` a reply, `agents`, recovery, `close`."""
 
     def __init__(
         self,
@@ -64,7 +57,7 @@ class ChatTurns:
         self.locks = locks
         self.llm = llm
         self.mirror = mirror
-        self.histories = Histories(settings, session_factory, pool)
+        self.agents = Histories(settings, session_factory, pool)  # the routes' way to agents
         self.replies = Replies(session_factory)
         self.store = TurnStore(session_factory, locks)
         self.admission = Admission(settings.max_concurrent_turns, settings.max_event_loop_lag_ms)
@@ -88,11 +81,9 @@ class ChatTurns:
         stored, rather than accepted and failed later.
         """
         if client_message_id is not None:  # a repeat is answered without taking the lock
-            async with self.session_factory() as db:
-                await owned_session(db, session_id, user)
-                answered = await self.store.answered(db, session_id, client_message_id, content)
-                if answered is not None:
-                    return answered
+            answered = await self.store.repeated(user, session_id, client_message_id, content)
+            if answered is not None:
+                return answered
         self.admission.enter()
         try:
             started = await self._start(
@@ -110,20 +101,6 @@ class ChatTurns:
     ) -> AsyncIterator[Event]:
         """The events of a reply, for a client rejoining it (`chat.replies`)."""
         return await self.replies.follow(user, session_id, message_id, after)
-
-    def add_agent(self, row: ChatSession) -> None:
-        """A new session's agent, pooled at once (its first turn needs no rebuild)."""
-        self.pool.add(self.histories.new_agent(row))
-
-    def has_agent(self, session_id: str) -> bool:
-        return session_id in self.pool
-
-    async def ensure_agent(self, row: ChatSession, db: AsyncSession) -> None:
-        """The session's agent pooled, rebuilt with the caller's database session if need be."""
-        await self.histories.pooled(row, db)
-
-    async def interrupt_orphans(self) -> int:
-        return await recovery.interrupt_orphans(self.locks)
 
     async def close(self, grace_seconds: float) -> None:
         await self.replies.close(grace_seconds)
@@ -193,9 +170,9 @@ class ChatTurns:
         parts: list[str] = []
         async with lock:  # held until the reply is stored: the next turn sees it
             try:
-                agent = await self.histories.pooled(row)
+                agent = await self.agents.pooled(row)
                 with self.pool.lease(row.session_id):
-                    agent = await self.histories.caught_up(agent, row, question)
+                    agent = await self.agents.caught_up(agent, row, question)
                     with metrics.timed_phase(Phase.GROUNDING):
                         grounded = await ground(self.mirror, row, question.content)
                     meta: dict[str, Any] = {}
@@ -218,32 +195,4 @@ class ChatTurns:
                     TurnResult(question, reply, created=True), {"assistant_message": reply}
                 )
             except Exception as exc:
-                generation.fail(await self._fail(row.session_id, placeholder, parts, exc))
-
-    async def _fail(
-        self, session_id: str, placeholder: ChatMessage, parts: list[str], exc: Exception
-    ) -> ServiceError:
-        error = exc if isinstance(exc, ServiceError) else _unexpected(exc)
-        generated = "".join(parts)
-        log.warning(
-            "turn failed session_id=%s status=%d generated_chars=%d reason=%r",
-            session_id,
-            error.status_code,
-            len(generated),
-            exc,
-        )
-        try:
-            await self.store.failed_reply(session_id, placeholder, generated, error)
-        except Exception as cleanup:  # the database is down too: recovery finishes it
-            log.warning("failed reply not stored session_id=%s reason=%r", session_id, cleanup)
-        return error
-
-
-def _unexpected(exc: Exception) -> ServiceError:
-    from sqlalchemy.exc import SQLAlchemyError
-
-    if is_contention(exc):
-        return Busy()
-    if isinstance(exc, SQLAlchemyError):
-        return DatabaseUnavailable("database unavailable while storing the reply")
-    return UpstreamFailed(f"the reply failed: {type(exc).__name__}")
+                generation.fail(await self.store.failed(row.session_id, placeholder, parts, exc))

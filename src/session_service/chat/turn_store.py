@@ -4,20 +4,30 @@ generated when the reply fails; and the stored pair of a repeated `client_messag
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from session_service.auth import User
 from session_service.chat import recovery
 from session_service.chat.generation import TurnResult
 from session_service.chat.sessions import owned_session
-from session_service.db.contention import retry_on_contention
+from session_service.db.contention import Busy, is_contention, retry_on_contention
 from session_service.db.models import ChatMessage, ChatSession, MessageStatus
 from session_service.db.repositories import MessageRepository, SessionRepository
 from session_service.db.turn_lock import Lease, TurnLocks
 from session_service.db.types import utcnow
-from session_service.errors import Conflict, ServiceError, SessionNotFound
+from session_service.errors import (
+    Conflict,
+    DatabaseUnavailable,
+    ServiceError,
+    SessionNotFound,
+    UpstreamFailed,
+)
+
+log = logging.getLogger(__name__)
 
 # The first write's outcome: a repeated client_message_id's stored pair, or the new question
 # and its answer's placeholder.
@@ -47,6 +57,14 @@ class TurnStore:
                 return row, answered
         await recovery.interrupt_orphan(db, row)
         return row, await self.question(db, row, content, client_message_id)
+
+    async def repeated(
+        self, user: User, session_id: str, client_message_id: str, content: str
+    ) -> TurnResult | None:
+        """The caller's stored pair for a repeated client_message_id, read on its own."""
+        async with self.session_factory() as db:
+            await owned_session(db, session_id, user)
+            return await self.answered(db, session_id, client_message_id, content)
 
     async def answered(
         self, db: AsyncSession, session_id: str, client_message_id: str, content: str
@@ -134,7 +152,27 @@ class TurnStore:
         placeholder.content, placeholder.meta, placeholder.timestamp = content, meta, now
         return placeholder
 
-    async def failed_reply(
+    async def failed(
+        self, session_id: str, placeholder: ChatMessage, parts: list[str], exc: Exception
+    ) -> ServiceError:
+        """The error a failed reply answers with, what was generated kept as far as the
+        database lets it (if it does not, recovery marks the reply later)."""
+        error = exc if isinstance(exc, ServiceError) else _unexpected(exc)
+        generated = "".join(parts)
+        log.warning(
+            "turn failed session_id=%s status=%d generated_chars=%d reason=%r",
+            session_id,
+            error.status_code,
+            len(generated),
+            exc,
+        )
+        try:
+            await self._keep_failed(session_id, placeholder, generated, error)
+        except Exception as cleanup:  # the database is down too: recovery finishes it
+            log.warning("failed reply not stored session_id=%s reason=%r", session_id, cleanup)
+        return error
+
+    async def _keep_failed(
         self, session_id: str, placeholder: ChatMessage, generated: str, error: ServiceError
     ) -> None:
         """Keep what was generated, marked interrupted; with nothing generated, no reply.
@@ -173,3 +211,11 @@ def _same_question(question: ChatMessage, content: str) -> None:
             "client_message_id was already used for a different message; send this one "
             "with a new client_message_id"
         )
+
+
+def _unexpected(exc: Exception) -> ServiceError:
+    if is_contention(exc):
+        return Busy()
+    if isinstance(exc, SQLAlchemyError):
+        return DatabaseUnavailable("database unavailable while storing the reply")
+    return UpstreamFailed(f"the reply failed: {type(exc).__name__}")

@@ -21,7 +21,7 @@ from session_service.api.schemas import (
     WorkerPoolStatus,
 )
 from session_service.api.strict_json import StrictJSONRoute
-from session_service.db.repositories import AuditRepository
+from session_service.db.audit_log import AuditRepository
 from session_service.deps import AdminUser, DbSession, SettingsDep, WorkersDep
 
 log = logging.getLogger(__name__)

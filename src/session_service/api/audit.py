@@ -9,8 +9,8 @@ from fastapi import APIRouter, Query
 from session_service.api.cursors import decode_position_cursor, encode_position_cursor
 from session_service.api.responses import ADMIN_ROUTE
 from session_service.api.schemas import AuditItem, AuditPage
+from session_service.db.audit_log import AuditRepository
 from session_service.db.models import SESSION_ID_PATTERN
-from session_service.db.repositories import AuditRepository
 from session_service.deps import AdminUser, DbSession
 
 router = APIRouter(

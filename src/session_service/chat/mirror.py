@@ -14,7 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from session_service.background import Repeating
 from session_service.db.models import ChatSession
-from session_service.db.repositories import RagflowDeletionRepository, SessionRepository
+from session_service.db.ragflow_deletions import RagflowDeletionRepository
+from session_service.db.repositories import SessionRepository
 from session_service.db.types import utcnow
 from session_service.ragflow.client import RagflowClient
 from session_service.ragflow.errors import RagflowError, misconfigured

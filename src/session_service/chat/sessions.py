@@ -15,8 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from session_service.auth import User
 from session_service.chat.mirror import Mirror
+from session_service.db.audit_log import AuditRepository
 from session_service.db.models import ChatSession
-from session_service.db.repositories import AuditRepository, SessionRepository
+from session_service.db.repositories import SessionRepository
 from session_service.errors import Conflict, SessionNotFound
 
 log = logging.getLogger(__name__)

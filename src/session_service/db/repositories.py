@@ -1,4 +1,7 @@
-"""All SQL lives here. Repositories flush but never commit: the caller owns the transaction."""
+"""The SQL of sessions and messages. Repositories flush but never commit: the caller owns the
+transaction. (The other tables' statements sit beside the code that owns them: the turn
+lock's in turn_lock.py, the audit log's in audit_log.py, pending RAGFlow deletions' in
+ragflow_deletions.py.)"""
 
 from __future__ import annotations
 
@@ -15,10 +18,8 @@ from sqlmodel import col
 from session_service.db.models import (
     MESSAGES,
     SESSIONS,
-    AuditEvent,
     ChatMessage,
     ChatSession,
-    RagflowDeletion,
 )
 from session_service.db.types import utcnow
 
@@ -64,7 +65,10 @@ class SessionKey:
     session_id: str
 
 
-class SessionRepository:
+class Repository:
+    """Statements on one database session, in the caller's transaction: they flush, never
+    commit."""
+
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
@@ -72,6 +76,8 @@ class SessionRepository:
     def from_session(cls, session: AsyncSession) -> Self:
         return cls(session)
 
+
+class SessionRepository(Repository):
     async def get(self, session_id: str) -> ChatSession | None:
         return await self.session.get(ChatSession, session_id)
 
@@ -207,14 +213,7 @@ class SessionRepository:
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-class MessageRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    @classmethod
-    def from_session(cls, session: AsyncSession) -> Self:
-        return cls(session)
-
+class MessageRepository(Repository):
     async def insert(self, message: ChatMessage) -> ChatMessage:
         """Store a new message (a Core insert: no ORM bookkeeping); it gets its id."""
         result = await self.session.execute(
@@ -299,90 +298,3 @@ class MessageRepository:
                 .order_by(col(ChatMessage.seq))
             )
         ).all()
-
-
-class RagflowDeletionRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    @classmethod
-    def from_session(cls, session: AsyncSession) -> Self:
-        return cls(session)
-
-    async def add(self, ragflow_session_id: str, chat_id: str) -> None:
-        self.session.add(RagflowDeletion(ragflow_session_id=ragflow_session_id, chat_id=chat_id))
-        await self.session.flush()
-
-    async def due(self, now: datetime, limit: int) -> Sequence[RagflowDeletion]:
-        return (
-            await self.session.scalars(
-                select(RagflowDeletion)
-                .where(col(RagflowDeletion.next_attempt_at) <= now)
-                .order_by(col(RagflowDeletion.next_attempt_at))
-                .limit(limit)
-            )
-        ).all()
-
-    async def done(self, deletion_id: int) -> None:
-        await self.session.execute(
-            delete(RagflowDeletion).where(col(RagflowDeletion.id) == deletion_id)
-        )
-
-    async def postpone(self, deletion_id: int, *, until: datetime, error: str) -> None:
-        await self.session.execute(
-            update(RagflowDeletion)
-            .where(col(RagflowDeletion.id) == deletion_id)
-            .values(
-                attempts=col(RagflowDeletion.attempts) + 1,
-                next_attempt_at=until,
-                last_error=error[:500],
-            )
-        )
-
-
-class AuditRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    @classmethod
-    def from_session(cls, session: AsyncSession) -> Self:
-        return cls(session)
-
-    async def record(
-        self,
-        actor: str,
-        action: str,
-        *,
-        session_id: str | None = None,
-        user_id: str | None = None,
-        detail: dict[str, Any] | None = None,
-    ) -> None:
-        self.session.add(
-            AuditEvent(
-                actor=actor,
-                action=action,
-                session_id=session_id,
-                user_id=user_id,
-                detail=detail or {},
-            )
-        )
-        await self.session.flush()
-
-    async def page(
-        self,
-        *,
-        session_id: str | None,
-        user_id: str | None,
-        limit: int,
-        before_id: int | None,
-    ) -> Sequence[AuditEvent]:
-        """Newest first."""
-        query = select(AuditEvent)
-        if session_id is not None:
-            query = query.where(col(AuditEvent.session_id) == session_id)
-        if user_id is not None:
-            query = query.where(col(AuditEvent.user_id) == user_id)
-        if before_id is not None:
-            query = query.where(col(AuditEvent.id) < before_id)
-        query = query.order_by(col(AuditEvent.id).desc()).limit(limit)
-        return (await self.session.scalars(query)).all()

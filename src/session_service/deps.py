@@ -57,11 +57,6 @@ _bearer = HTTPBearer(
 )
 
 
-async def get_pool(request: Request) -> AgentPool:
-    pool: AgentPool = request.state.pool
-    return pool
-
-
 async def get_workers(request: Request) -> Workers:
     """The replica's worker processes, for the admin routes over every agent pool."""
     workers: Workers = request.state.workers
@@ -81,7 +76,6 @@ async def get_mirror(request: Request) -> Mirror | None:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DbSession = Annotated[AsyncSession, Depends(get_db, scope="function")]
-PoolDep = Annotated[AgentPool, Depends(get_pool)]
 WorkersDep = Annotated[Workers, Depends(get_workers)]
 TurnsDep = Annotated[ChatTurns, Depends(get_turns)]
 MirrorDep = Annotated[Mirror | None, Depends(get_mirror)]

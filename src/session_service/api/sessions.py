@@ -30,7 +30,6 @@ from session_service.deps import (
     DbSession,
     MirrorDep,
     OwnedSession,
-    PoolDep,
     TurnsDep,
     WorkersDep,
 )
@@ -86,7 +85,7 @@ async def create(
 async def list_sessions(
     user: CurrentUser,
     db: DbSession,
-    pool: PoolDep,
+    turns: TurnsDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
 ) -> SessionPage:
@@ -101,7 +100,9 @@ async def list_sessions(
         last = page[-1]
         next_cursor = encode_session_cursor(SessionKey(last.updated_at, last.session_id))
     return SessionPage(
-        items=[SessionPublic.of(row, agent_active=row.session_id in pool) for row in page],
+        items=[
+            SessionPublic.of(row, agent_active=turns.agents.has(row.session_id)) for row in page
+        ],
         next_cursor=next_cursor,
     )
 
@@ -135,7 +136,7 @@ async def update(
     body: SessionUpdate,
     user: CurrentUser,
     db: DbSession,
-    pool: PoolDep,
+    turns: TurnsDep,
     mirror: MirrorDep,
 ) -> SessionPublic:
     """Rename a session (and its RAGFlow mirror) or replace its context; `{}` changes
@@ -143,7 +144,7 @@ async def update(
     renamed = await update_session(db, user, session, title=body.title, context=body.context)
     if renamed and mirror is not None:
         await mirror.rename(session)  # after the commit: a RAGFlow call holds no row lock
-    return SessionPublic.of(session, agent_active=session.session_id in pool)
+    return SessionPublic.of(session, agent_active=turns.agents.has(session.session_id))
 
 
 @router.delete(

@@ -44,12 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
         result: int = args.run(args, settings)
-    except ConfigError as exc:
+    except (ConfigError, CommandError) as exc:
         print(f"session-service: {exc}", file=sys.stderr)
-        return 2
-    except CommandError as exc:
-        print(f"session-service: {exc}", file=sys.stderr)
-        return exc.status
+        return exc.status if isinstance(exc, CommandError) else 2
     return result
 
 

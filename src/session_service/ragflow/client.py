@@ -25,21 +25,24 @@ from tenacity import (
 )
 
 from session_service import metrics
-from session_service.metrics import RagflowErrorKind
 from session_service.ragflow.envelope import envelope_of
 from session_service.ragflow.errors import (
     CODE_OK,
     RagflowAuthError,
-    RagflowChatForbidden,
     RagflowError,
     RagflowMethodNotAllowed,
     RagflowNotFound,
     RagflowRouteMissing,
     RagflowUnavailable,
-    RagflowUnsupported,
     error_for,
+    error_kind,
 )
-from session_service.ragflow.models import Grounding, Reference, cited_indices, references_from
+from session_service.ragflow.models import (
+    Grounding,
+    cited_indices,
+    references_from,
+    with_sources,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +50,6 @@ RETRYABLE_STATUS = frozenset({502, 503, 504})
 RETRY_ATTEMPTS = 3
 RETRY_TOTAL_SECONDS = 10.0
 RETRIEVAL_PAGE_SIZE = 6
-SNIPPET_CHARS = 1500
 NAME_CHARS = 255  # RAGFlow's column (v0.24 stores the name as sent; v0.25+ cuts it there)
 ROUTE_RECHECK_SECONDS = 600.0
 
@@ -173,7 +175,7 @@ class RagflowClient:
             raise RagflowError(f"RAGFlow failed to answer: {answer[:200]}")
         references = references_from(data.get("reference"), cited=cited_indices(answer))
         text = f"The knowledge base's answer: {answer}" if answer else ""
-        return Grounding("ragflow_chat", _with_sources(text, references), references)
+        return Grounding("ragflow_chat", with_sources(text, references), references)
 
     async def retrieve(self, question: str) -> Grounding:
         """Chunks of the configured datasets relevant to the question."""
@@ -191,7 +193,7 @@ class RagflowClient:
             retry=True,
         )
         references = references_from(data)
-        return Grounding("retrieval", _with_sources("", references), references)
+        return Grounding("retrieval", with_sources("", references), references)
 
     async def _call(
         self,
@@ -216,7 +218,7 @@ class RagflowClient:
             metrics.RAGFLOW_CALL_SECONDS.labels(operation, "error").observe(
                 time.perf_counter() - started
             )
-            metrics.RAGFLOW_ERRORS.labels(operation, _kind(exc)).inc()
+            metrics.RAGFLOW_ERRORS.labels(operation, error_kind(exc)).inc()
             raise
         metrics.RAGFLOW_CALL_SECONDS.labels(operation, "ok").observe(time.perf_counter() - started)
         return data
@@ -284,29 +286,5 @@ _OPERATIONS = {
 }
 
 
-_KINDS: tuple[tuple[type[RagflowError], RagflowErrorKind], ...] = (
-    (RagflowAuthError, RagflowErrorKind.AUTH),
-    (RagflowChatForbidden, RagflowErrorKind.CHAT_FORBIDDEN),
-    (RagflowNotFound, RagflowErrorKind.NOT_FOUND),
-    (RagflowRouteMissing, RagflowErrorKind.ROUTE_MISSING),
-    (RagflowUnsupported, RagflowErrorKind.UNSUPPORTED),
-    (RagflowUnavailable, RagflowErrorKind.UNAVAILABLE),
-)
-
-
-def _kind(exc: RagflowError) -> RagflowErrorKind:
-    return next((kind for cls, kind in _KINDS if isinstance(exc, cls)), RagflowErrorKind.ERROR)
-
-
 def _name(title: str) -> str:
     return title.strip()[:NAME_CHARS] or "New chat"
-
-
-def _with_sources(text: str, references: list[Reference]) -> str:
-    """The grounding text, then each source numbered from 0 as RAGFlow numbers the chunks it
-    cites (`[ID:n]` is `reference.chunks[n]`), so its citations and ours line up."""
-    parts = [text] if text else []
-    for index, reference in enumerate(references):
-        name = reference.document_name or reference.document_id or "document"
-        parts.append(f"[ID:{index}] {name}: {reference.content[:SNIPPET_CHARS]}")
-    return "\n\n".join(parts)

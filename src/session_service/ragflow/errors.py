@@ -7,6 +7,8 @@ wordings changed. Each error class below is one meaning, decided here once.
 
 from __future__ import annotations
 
+from session_service.metrics import RagflowErrorKind
+
 CODE_OK = 0
 CODE_EXCEPTION = 100  # an uncaught server exception; also an unknown method (no 405 handler)
 CODE_ARGUMENT = 101
@@ -100,3 +102,18 @@ def error_for(code: object, message: str) -> RagflowError:
             code=number,
         )
     return RagflowError(f"RAGFlow error {code}: {message[:300]}", code=number)
+
+
+_KINDS: tuple[tuple[type[RagflowError], RagflowErrorKind], ...] = (
+    (RagflowAuthError, RagflowErrorKind.AUTH),
+    (RagflowChatForbidden, RagflowErrorKind.CHAT_FORBIDDEN),
+    (RagflowNotFound, RagflowErrorKind.NOT_FOUND),
+    (RagflowRouteMissing, RagflowErrorKind.ROUTE_MISSING),
+    (RagflowUnsupported, RagflowErrorKind.UNSUPPORTED),
+    (RagflowUnavailable, RagflowErrorKind.UNAVAILABLE),
+)
+
+
+def error_kind(exc: RagflowError) -> RagflowErrorKind:
+    """How the metrics count a failed call."""
+    return next((kind for cls, kind in _KINDS if isinstance(exc, cls)), RagflowErrorKind.ERROR)

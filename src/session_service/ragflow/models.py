@@ -90,3 +90,16 @@ def _finite(value: Any) -> float | None:
     except OverflowError:  # an integer past any float
         return None
     return number if math.isfinite(number) else None
+
+
+SNIPPET_CHARS = 1500  # of each source, in the grounding text
+
+
+def with_sources(text: str, references: list[Reference]) -> str:
+    """The grounding text, then each source numbered from 0 as RAGFlow numbers the chunks it
+    cites (`[ID:n]` is `reference.chunks[n]`), so its citations and ours line up."""
+    parts = [text] if text else []
+    for index, reference in enumerate(references):
+        name = reference.document_name or reference.document_id or "document"
+        parts.append(f"[ID:{index}] {name}: {reference.content[:SNIPPET_CHARS]}")
+    return "\n\n".join(parts)

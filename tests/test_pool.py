@@ -55,7 +55,7 @@ def test_release_idle_takes_only_the_idle_and_never_one_in_use() -> None:
         clock.now += 10
     pool.get("a")  # a is fresh again; b is now the least recently used
     clock.now += 15  # idle: b 35 s, c 25 s, a 15 s
-    with pool.lease("b"):  # a turn on b starts, and runs long
+    with pool.in_use("b"):  # a turn on b starts, and runs long
         clock.now += 30  # idle: c 55 s, a 45 s, b 30 s
         assert pool.release_idle(20) == ["c", "a"]
         assert "b" in pool  # idle past the limit, but in use
@@ -100,7 +100,7 @@ def test_each_release_is_counted_by_its_reason() -> None:
 def test_an_agent_rebuilt_during_a_turn_is_in_use_too() -> None:
     pool = AgentPool(1, clock=Clock())
     pool.add(agent("s"))
-    with pool.lease("s"):
+    with pool.in_use("s"):
         pool.replace(agent("s"))  # the turn rebuilt its agent
         pool.add(agent("other"))  # over capacity: only the other can go
         assert "s" in pool
@@ -140,7 +140,7 @@ def test_lru_eviction_skips_agents_in_use() -> None:
     first, second = agent("first"), agent("second")
     pool.add(first)
     pool.add(second)
-    with pool.lease("first"):
+    with pool.in_use("first"):
         pool.add(agent("third"))
         assert "first" in pool
         assert "second" not in pool
@@ -157,7 +157,7 @@ async def test_concurrent_restores_build_one_agent() -> None:
         await asyncio.sleep(0.05)
         return agent("s")
 
-    results = await asyncio.gather(*(pool.get_or_restore("s", restore) for _ in range(10)))
+    results = await asyncio.gather(*(pool.get_or_rebuild("s", restore) for _ in range(10)))
     assert builds == 1
     assert all(result is results[0] for result in results)
     assert pool.restores_total == 1
@@ -173,7 +173,7 @@ async def test_a_failed_restore_is_reported_to_every_waiter_and_retried_later(
         raise RuntimeError("bad row")
 
     outcomes = await asyncio.gather(
-        *(pool.get_or_restore("s", broken) for _ in range(3)), return_exceptions=True
+        *(pool.get_or_rebuild("s", broken) for _ in range(3)), return_exceptions=True
     )
     assert all(isinstance(outcome, RuntimeError) for outcome in outcomes)
     assert any("agent restore failed" in r.getMessage() for r in caplog.records)
@@ -181,7 +181,7 @@ async def test_a_failed_restore_is_reported_to_every_waiter_and_retried_later(
     async def working() -> ChatAgent:
         return agent("s")
 
-    assert (await pool.get_or_restore("s", working)).session_id == "s"
+    assert (await pool.get_or_rebuild("s", working)).session_id == "s"
 
 
 async def test_sweep_survives_a_failing_sweep(
@@ -251,9 +251,9 @@ async def test_a_rebuild_whose_caller_went_away_is_made_by_the_next_caller() -> 
     async def working() -> ChatAgent:
         return agent("s")
 
-    first = asyncio.create_task(pool.get_or_restore("s", stuck))
+    first = asyncio.create_task(pool.get_or_rebuild("s", stuck))
     await started.wait()
-    second = asyncio.create_task(pool.get_or_restore("s", working))
+    second = asyncio.create_task(pool.get_or_rebuild("s", working))
     await asyncio.sleep(0.01)  # the second waits for the first's rebuild
     first.cancel()
     assert (await second).session_id == "s"

@@ -58,3 +58,11 @@ class SessionNotFound(NotFound):
 
     def __init__(self) -> None:
         super().__init__("Session not found")
+
+
+class SessionBusy(Conflict):
+    """Another turn holds the session's turn lock (and this one would not, or could no
+    longer, wait)."""
+
+    def __init__(self) -> None:
+        super().__init__("another turn is running on this session; try again when it ends")

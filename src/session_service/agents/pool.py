@@ -38,7 +38,7 @@ class AgentPool:
         self._clock = clock
         self._agents: OrderedDict[str, ChatAgent] = OrderedDict()
         self._in_use: dict[str, int] = {}  # sessions with a running turn, and how many
-        self._restoring: dict[str, asyncio.Future[ChatAgent]] = {}
+        self._rebuilding: dict[str, asyncio.Future[ChatAgent]] = {}
         self.created_total = 0
         self.restores_total = 0
         self.evictions_total = 0
@@ -65,18 +65,19 @@ class AgentPool:
         metrics.AGENTS_CREATED.inc()
         log.info("agent created session_id=%s pool=%d", agent.session_id, len(self._agents))
 
-    async def get_or_restore(
-        self, session_id: str, restore: Callable[[], Awaitable[ChatAgent]]
+    async def get_or_rebuild(
+        self, session_id: str, rebuild: Callable[[], Awaitable[ChatAgent]]
     ) -> ChatAgent:
-        """The live agent, or one rebuilt by `restore`; concurrent callers share one rebuild
-        (if the caller making it goes away, one of the others makes its own)."""
+        """The live agent, or one made by `rebuild`; concurrent callers share one rebuild
+        (if the caller making it goes away, one of the others makes its own). A rebuild is
+        what the metrics and the admin status call a restore."""
         while True:
             agent = self.get(session_id)
             if agent is not None:
                 return agent
-            pending = self._restoring.get(session_id)
+            pending = self._rebuilding.get(session_id)
             if pending is None:
-                return await self._restore(session_id, restore)
+                return await self._rebuild(session_id, rebuild)
             try:
                 return await asyncio.shield(pending)
             except asyncio.CancelledError:
@@ -84,13 +85,13 @@ class AgentPool:
                 if not pending.cancelled() or (task is not None and task.cancelling()):
                     raise  # this caller is the one cancelled
 
-    async def _restore(
-        self, session_id: str, restore: Callable[[], Awaitable[ChatAgent]]
+    async def _rebuild(
+        self, session_id: str, rebuild: Callable[[], Awaitable[ChatAgent]]
     ) -> ChatAgent:
         future: asyncio.Future[ChatAgent] = asyncio.get_running_loop().create_future()
-        self._restoring[session_id] = future
+        self._rebuilding[session_id] = future
         try:
-            agent = await restore()
+            agent = await rebuild()
         except asyncio.CancelledError:
             future.cancel()
             raise
@@ -100,7 +101,7 @@ class AgentPool:
             future.exception()  # retrieved: no "never retrieved" warning without waiters
             raise
         finally:
-            del self._restoring[session_id]
+            del self._rebuilding[session_id]
         self._put(agent)
         self.restores_total += 1
         metrics.AGENTS_RESTORED.inc()
@@ -144,7 +145,7 @@ class AgentPool:
         return expired
 
     @contextmanager
-    def lease(self, session_id: str) -> Iterator[None]:
+    def in_use(self, session_id: str) -> Iterator[None]:
         """Mark the session's agent in use for the length of a turn: no sweep or eviction
         takes it, nor the agent that replaces it if the turn rebuilds it."""
         self._in_use[session_id] = self._in_use.get(session_id, 0) + 1

@@ -44,7 +44,7 @@ class Histories:
 
     async def pooled(self, row: ChatSession, db: AsyncSession | None = None) -> ChatAgent:
         """The session's agent from the pool, rebuilt into it if it is not there."""
-        return await self.pool.get_or_restore(row.session_id, lambda: self.rebuild(row, db))
+        return await self.pool.get_or_rebuild(row.session_id, lambda: self.rebuild(row, db))
 
     async def rebuild(self, row: ChatSession, db: AsyncSession | None = None) -> ChatAgent:
         """A session's agent from the newest stored messages that fit the token budget,

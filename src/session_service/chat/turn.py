@@ -171,7 +171,7 @@ class ChatTurns:
         async with lock:  # held until the reply is stored: the next turn sees it
             try:
                 agent = await self.agents.pooled(row)
-                with self.pool.lease(row.session_id):
+                with self.pool.in_use(row.session_id):
                     agent = await self.agents.caught_up(agent, row, question)
                     with metrics.timed_phase(Phase.GROUNDING):
                         grounded = await ground(self.mirror, row, question.content)

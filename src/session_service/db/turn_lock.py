@@ -3,7 +3,13 @@
 The lease is two columns of the session's row. It is claimed by an atomic UPDATE in the same
 transaction as the turn's first write (the question) and let go in the same transaction as its
 last (the answer), and renewed in between, so it costs no transaction of its own and no
-connection is held while the turn runs; a crashed holder's lease simply expires.
+connection is held while the turn runs; a crashed holder's lease simply expires. (The columns
+are `turn_lock_owner`, the holder's random token, and `turn_lock_expires_at`.)
+
+`claim_with` and `release_with` take the turn's write as a callback: the claim's polling and
+retries, and the reserve pool for the release, belong here, while what the turn writes in
+those transactions belongs to chat/; a callback is the one shape that puts both in one
+transaction without either layer knowing the other's statements.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from session_service import metrics
 from session_service.db.contention import Busy, is_contention
 from session_service.db.models import SESSIONS
 from session_service.db.types import utcnow
-from session_service.errors import Conflict, SessionNotFound
+from session_service.errors import SessionBusy, SessionNotFound
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +48,7 @@ _CLAIM = (
     update(SESSIONS)
     .where(
         SESSIONS.c.session_id == bindparam("key"),
-        SESSIONS.c.user_id == bindparam("owner"),
+        SESSIONS.c.user_id == bindparam("caller"),  # SQLAlchemy reserves "user_id" here
         or_(
             SESSIONS.c.turn_lock_owner.is_(None),
             SESSIONS.c.turn_lock_expires_at < bindparam("now"),
@@ -56,11 +62,6 @@ _OWNED = update(SESSIONS).where(
 )
 _RENEW = _OWNED.values(turn_lock_expires_at=_EXPIRES)
 _RELEASE = _OWNED.values(turn_lock_owner=None, turn_lock_expires_at=None)
-
-
-class SessionBusy(Conflict):
-    def __init__(self) -> None:
-        super().__init__("another turn is running on this session; try again when it ends")
 
 
 @dataclass
@@ -89,9 +90,9 @@ class TurnLocks:
 
     @contextlib.asynccontextmanager
     async def hold(
-        self, session_id: str, owner: str, *, wait_seconds: float, wait: bool
+        self, session_id: str, user_id: str, *, wait_seconds: float, wait: bool
     ) -> AsyncIterator[Lease]:
-        """This process's turn on `owner`'s session for the block: SessionBusy if it cannot be
+        """This process's turn on `user_id`'s session for the block: SessionBusy if it cannot be
         had in time. The lease across replicas is then claimed with `Lease.claim_with`."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (wait_seconds if wait else 0)
@@ -106,7 +107,7 @@ class TurnLocks:
             except TimeoutError:
                 raise SessionBusy() from None
             try:
-                lease = Lease(self, session_id, owner, deadline)
+                lease = Lease(self, session_id, user_id, deadline)
                 try:
                     yield lease
                 finally:
@@ -118,15 +119,15 @@ class TurnLocks:
             if local.users == 0:
                 del self._local[session_id]
 
-    async def try_claim(self, db: AsyncSession, session_id: str, owner: str, token: str) -> bool:
+    async def try_claim(self, db: AsyncSession, session_id: str, user_id: str, token: str) -> bool:
         """Claim the lease in `db`'s transaction (locking the session's row until it ends);
-        SessionNotFound if the session is not `owner`'s."""
+        SessionNotFound if the session is not `user_id`'s."""
         now = utcnow()
         claimed = await db.execute(
             _CLAIM,
             {
                 "key": session_id,
-                "owner": owner,
+                "caller": user_id,
                 "now": now,
                 "stale": list(self.unreleased.get(session_id, ())),
                 "token": token,
@@ -135,10 +136,10 @@ class TurnLocks:
         )
         if claimed.rowcount == 1:  # type: ignore[attr-defined]
             return True
-        found_owner = await db.scalar(
+        found_user = await db.scalar(
             select(SESSIONS.c.user_id).where(SESSIONS.c.session_id == session_id)
         )
-        if found_owner != owner:
+        if found_user != user_id:
             raise SessionNotFound()
         return False
 
@@ -179,10 +180,10 @@ class Lease:
     """The turn's lease on the session's row, from `claim_with` until `release_with` (or the
     end of `TurnLocks.hold`)."""
 
-    def __init__(self, locks: TurnLocks, session_id: str, owner: str, deadline: float) -> None:
+    def __init__(self, locks: TurnLocks, session_id: str, user_id: str, deadline: float) -> None:
         self._locks = locks
         self._session_id = session_id
-        self._owner = owner
+        self._user_id = user_id
         self._deadline = deadline
         self._token = uuid.uuid4().hex
         self._claimed = False
@@ -202,7 +203,7 @@ class Lease:
             try:
                 async with self._locks.session_factory() as db, db.begin():
                     claimed = await self._locks.try_claim(
-                        db, self._session_id, self._owner, self._token
+                        db, self._session_id, self._user_id, self._token
                     )
                     if claimed:
                         result = await then(db)

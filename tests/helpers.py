@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import httpx
 import pymysql
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -19,6 +20,8 @@ from session_service.db.repositories import MessageRepository, SessionRepository
 from session_service.db.types import utcnow
 
 JWT_SECRET = "test-secret-" + "x" * 32
+
+Headers = dict[str, str]
 
 
 def mysql_connect(url: str, **options: Any) -> pymysql.Connection[Any]:
@@ -61,9 +64,44 @@ async def eventually(condition: Callable[[], Awaitable[bool]], seconds: float = 
         await asyncio.sleep(0.05)
 
 
-def auth(user_id: str, *, admin: bool = False, ttl: int = 3600) -> dict[str, str]:
+def auth(user_id: str, *, admin: bool = False, ttl: int = 3600) -> Headers:
     token = mint_token(JWT_SECRET, user_id, admin=admin, ttl_seconds=ttl)
     return {"Authorization": f"Bearer {token}"}
+
+
+async def created_session(
+    client: httpx.AsyncClient, headers: Headers, **body: Any
+) -> dict[str, Any]:
+    """POST /api/sessions with `body`; the new session, as the API returns it."""
+    response = await client.post("/api/sessions", json=body, headers=headers)
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+async def new_session(client: httpx.AsyncClient, headers: Headers, **body: Any) -> str:
+    """The id of a session made by `created_session`."""
+    session_id: str = (await created_session(client, headers, **body))["session_id"]
+    return session_id
+
+
+async def turn(
+    client: httpx.AsyncClient, headers: Headers, session_id: str, content: str, **extra: Any
+) -> httpx.Response:
+    """POST a question (with any `extra` fields of the turn body); the response, unchecked."""
+    return await client.post(
+        f"/api/sessions/{session_id}/messages", json={"content": content, **extra}, headers=headers
+    )
+
+
+async def answered(
+    client: httpx.AsyncClient, headers: Headers, session_id: str, content: str, **extra: Any
+) -> dict[str, Any]:
+    """A `turn` that must be answered (201); its body."""
+    response = await turn(client, headers, session_id, content, **extra)
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
 
 
 async def add_messages(

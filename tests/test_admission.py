@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from httpx import AsyncClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -13,11 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from session_service.config import Settings
 from tests.conftest import serve_app
 from tests.fakes.openai import FakeLLM
-from tests.helpers import auth, stored
+from tests.helpers import auth, new_session, stored, turn
 from tests.test_metrics import sample
-from tests.test_turns import new_session, turn
 
 HEADERS = auth("admission")
+T = TypeVar("T")
 
 
 async def test_turns_past_the_bound_are_refused_before_anything_is_stored(
@@ -52,9 +53,9 @@ async def test_turns_past_the_bound_are_refused_before_anything_is_stored(
     assert sample(after, "session_turns_in_flight") == 0
 
 
-async def _after(seconds: float, call: object) -> object:
+async def _after(seconds: float, call: Awaitable[T]) -> T:
     await asyncio.sleep(seconds)
-    return await call  # type: ignore[misc]
+    return await call
 
 
 async def test_the_bound_counts_turns_until_their_reply_is_stored(

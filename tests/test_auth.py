@@ -73,7 +73,7 @@ async def test_requests_without_a_valid_token_get_401(
 async def test_expired_token_says_so(client: AsyncClient) -> None:
     response = await client.get("/api/sessions", headers=auth("eve", ttl=-10))
     assert response.status_code == 401
-    assert response.json() == {"detail": "token expired"}
+    assert response.json() == {"detail": "token expired", "code": "unauthorized"}
 
 
 async def test_token_subject_is_the_user(client: AsyncClient) -> None:
@@ -106,7 +106,10 @@ async def test_token_without_exp_is_refused(client: AsyncClient) -> None:
     token = jwt.encode({"sub": "eve", "iat": int(time.time())}, JWT_SECRET, "HS256")
     response = await client.get("/api/sessions", headers=bearer(token))
     assert response.status_code == 401
-    assert response.json() == {"detail": 'invalid token: Token is missing the "exp" claim'}
+    assert response.json() == {
+        "detail": 'invalid token: Token is missing the "exp" claim',
+        "code": "unauthorized",
+    }
 
 
 # Tokens from an identity provider, its keys served over HTTP by a fake one.
@@ -184,7 +187,7 @@ async def test_provider_tokens_are_accepted(
 async def test_provider_mode_is_not_development_mode(idp_client: AsyncClient) -> None:
     response = await idp_client.get("/api/sessions")
     assert response.status_code == 401
-    assert response.json() == {"detail": "missing bearer token"}
+    assert response.json() == {"detail": "missing bearer token", "code": "unauthorized"}
 
 
 @pytest.mark.parametrize(
@@ -211,7 +214,7 @@ async def test_provider_token_claims_are_checked(
         token = idp.token(kid, omit=omit, **claims)
         response = await idp_client.get("/api/sessions", headers=bearer(token))
         assert response.status_code == 401, kid
-        assert response.json() == {"detail": detail}, kid
+        assert response.json() == {"detail": detail, "code": "unauthorized"}, kid
 
 
 async def test_provider_clock_may_differ_a_little(
@@ -242,7 +245,8 @@ async def test_a_rotated_key_is_fetched_without_a_restart(
         refused = await client.get("/api/sessions", headers=new)
         assert refused.status_code == 401
         assert refused.json() == {
-            "detail": "invalid token: key 'rsa-2' is not among the identity provider's keys"
+            "detail": "invalid token: key 'rsa-2' is not among the identity provider's keys",
+            "code": "unauthorized",
         }
         assert idp.fetches == 1
 
@@ -273,7 +277,10 @@ async def test_a_token_naming_no_key_is_refused_without_a_fetch(
     token = jwt.encode(claims, idp.keys["rsa-1"], "RS256")
     response = await idp_client.get("/api/sessions", headers=bearer(token))
     assert response.status_code == 401
-    assert response.json() == {"detail": "invalid token: its header names no key (`kid`)"}
+    assert response.json() == {
+        "detail": "invalid token: its header names no key (`kid`)",
+        "code": "unauthorized",
+    }
     assert idp.fetches == 0
 
 
@@ -301,7 +308,7 @@ async def test_provider_down_answers_503(
     async with serve_app(idp_settings(auth_jwks_url=url)) as client:
         response = await client.get("/api/sessions", headers=bearer(idp.token("rsa-1")))
     assert response.status_code == 503
-    assert response.json() == {"detail": PROVIDER_DOWN}
+    assert response.json() == {"detail": PROVIDER_DOWN, "code": "identity_provider_unavailable"}
 
 
 async def test_known_keys_outlive_a_provider_outage(
@@ -374,5 +381,6 @@ async def test_hs256_tokens_need_the_secret_beside_the_provider(
             assert from_secret.json()["user_id"] == user_id
         else:
             assert from_secret.json() == {
-                "detail": "invalid token: algorithm 'HS256' is not accepted"
+                "detail": "invalid token: algorithm 'HS256' is not accepted",
+                "code": "unauthorized",
             }

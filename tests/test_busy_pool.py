@@ -17,8 +17,7 @@ from session_service.config import Settings
 from session_service.db.models import ChatSession
 from tests.conftest import serve_app
 from tests.fakes.openai import FakeLLM
-from tests.helpers import auth, stored
-from tests.test_turns import new_session, turn
+from tests.helpers import auth, new_session, stored, turn
 
 HEADERS = auth("starved")
 

@@ -19,8 +19,7 @@ from session_service.db.contention import Busy, retry_on_contention
 from session_service.db.models import ChatSession
 from session_service.db.repositories import SessionRepository
 from tests.conftest import serve_app
-from tests.helpers import auth, mysql_connect, stored
-from tests.test_turns import new_session, turn
+from tests.helpers import auth, mysql_connect, new_session, stored, turn
 
 ROUNDS = 40
 LOCK_WAIT_SECONDS = 1

@@ -17,9 +17,7 @@ from session_service.config import Settings
 from tests.conftest import serve_app
 from tests.fakes.openai import FakeLLM
 from tests.fakes.tcp_proxy import TcpProxy
-from tests.helpers import stored
-
-Headers = dict[str, str]
+from tests.helpers import Headers, stored
 
 
 @pytest.fixture

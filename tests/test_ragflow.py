@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-from httpx import AsyncClient
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -21,24 +20,7 @@ from session_service.ragflow.errors import RagflowAuthError, RagflowNotFound, Ra
 from tests.conftest import serve_app
 from tests.fakes.openai import FakeLLM
 from tests.fakes.ragflow import API_KEY, CHAT_ID, FakeRagflow
-from tests.helpers import eventually, stored
-
-Headers = dict[str, str]
-
-
-async def new_session(client: AsyncClient, headers: Headers, **body: Any) -> dict[str, Any]:
-    response = await client.post("/api/sessions", json=body, headers=headers)
-    assert response.status_code == 201, response.text
-    created: dict[str, Any] = response.json()
-    return created
-
-
-async def turn(client: AsyncClient, headers: Headers, session_id: str, content: str) -> Any:
-    response = await client.post(
-        f"/api/sessions/{session_id}/messages", json={"content": content}, headers=headers
-    )
-    assert response.status_code == 201, response.text
-    return response.json()
+from tests.helpers import Headers, answered, created_session, eventually, stored, turn
 
 
 def assert_every_call_authorised_and_safe(fake: FakeRagflow) -> None:
@@ -72,7 +54,9 @@ async def test_session_gets_one_mirror_named_after_it(
     ragflow_settings: Callable[..., Settings], fake_ragflow: FakeRagflow, alice: Headers
 ) -> None:
     async with serve_app(ragflow_settings()) as client:
-        created = await new_session(client, alice, title="Trip to Paris 🗼", session_id="trip-1")
+        created = await created_session(
+            client, alice, title="Trip to Paris 🗼", session_id="trip-1"
+        )
         again = await client.post("/api/sessions", json={"session_id": "trip-1"}, headers=alice)
         assert again.status_code == 200
     mirror_id = created["ragflow_session_id"]
@@ -89,8 +73,10 @@ async def test_chat_mode_grounds_the_answer_with_references(
     alice: Headers,
 ) -> None:
     async with serve_app(ragflow_settings()) as client:
-        created = await new_session(client, alice)
-        answer = await turn(client, alice, created["session_id"], "What is the capital of France?")
+        created = await created_session(client, alice)
+        answer = await answered(
+            client, alice, created["session_id"], "What is the capital of France?"
+        )
     [completion] = fake_ragflow.calls("POST", "/completions")
     assert completion.json["session_id"] == created["ragflow_session_id"]
     assert completion.json["question"] == "What is the capital of France?"
@@ -132,8 +118,8 @@ async def test_retrieval_mode_grounds_with_the_configured_datasets(
     alice: Headers,
 ) -> None:
     async with serve_app(ragflow_settings(ragflow_dataset_ids="ds-1")) as client:
-        created = await new_session(client, alice)
-        answer = await turn(client, alice, created["session_id"], "capital?")
+        created = await created_session(client, alice)
+        answer = await answered(client, alice, created["session_id"], "capital?")
     [retrieval] = fake_ragflow.calls("POST", "/retrieval")
     assert retrieval.json["question"] == "capital?"
     assert retrieval.json["dataset_ids"] == ["ds-1"]
@@ -152,8 +138,8 @@ async def test_delete_deletes_the_mirror_by_id(
     db: async_sessionmaker[AsyncSession],
 ) -> None:
     async with serve_app(ragflow_settings()) as client:
-        keep = await new_session(client, alice)
-        gone = await new_session(client, alice)
+        keep = await created_session(client, alice)
+        gone = await created_session(client, alice)
         assert (
             await client.delete(f"/api/sessions/{gone['session_id']}", headers=alice)
         ).status_code == 204
@@ -173,7 +159,7 @@ async def test_delete_during_an_outage_is_finished_when_ragflow_returns(
     db: async_sessionmaker[AsyncSession],
 ) -> None:
     async with serve_app(ragflow_settings()) as client:
-        created = await new_session(client, alice)
+        created = await created_session(client, alice)
         fake_ragflow.fail = "500"
         response = await client.delete(f"/api/sessions/{created['session_id']}", headers=alice)
         assert response.status_code == 204
@@ -198,18 +184,11 @@ async def test_session_created_while_ragflow_is_down_gets_its_mirror_at_the_firs
 ) -> None:
     async with serve_app(ragflow_settings()) as client:
         fake_ragflow.fail = "drop"
-        created = await new_session(client, alice)
+        created = await created_session(client, alice)
         assert created["ragflow_session_id"] is None
         fake_ragflow.fail = None
         answers = await asyncio.gather(
-            *(
-                client.post(
-                    f"/api/sessions/{created['session_id']}/messages",
-                    json={"content": f"q{i}"},
-                    headers=alice,
-                )
-                for i in range(4)
-            )
+            *(turn(client, alice, created["session_id"], f"q{i}") for i in range(4))
         )
         assert [a.status_code for a in answers] == [201] * 4
         read = (await client.get(f"/api/sessions/{created['session_id']}", headers=alice)).json()
@@ -237,14 +216,14 @@ async def test_a_failing_ragflow_leaves_the_turn_answered_from_the_llm_alone(
 ) -> None:
     fake_ragflow.slow_seconds = 2
     async with serve_app(ragflow_settings(ragflow_timeout_seconds=0.5)) as client:
-        created = await new_session(client, alice)
+        created = await created_session(client, alice)
         fake_ragflow.fail = failure
-        answer = await turn(client, alice, created["session_id"], "still there?")
+        answer = await answered(client, alice, created["session_id"], "still there?")
         assert answer["assistant_message"]["metadata"]["grounding"] == "unavailable"
         assert answer["assistant_message"]["content"] == "echo: still there?"
         assert "Knowledge" not in fake_llm.calls[-1]["messages"][0]["content"]
         fake_ragflow.fail = None
-        recovered = await turn(client, alice, created["session_id"], "and now?")
+        recovered = await answered(client, alice, created["session_id"], "and now?")
         assert recovered["assistant_message"]["metadata"]["grounding"] == "ragflow_chat"
     assert [r[1:] for r in await stored(db, created["session_id"])] == [
         ("user", "still there?"),
@@ -258,9 +237,9 @@ async def test_a_mirror_deleted_on_ragflows_side_is_made_again(
     ragflow_settings: Callable[..., Settings], fake_ragflow: FakeRagflow, alice: Headers
 ) -> None:
     async with serve_app(ragflow_settings()) as client:
-        created = await new_session(client, alice)
+        created = await created_session(client, alice)
         fake_ragflow.sessions.clear()
-        answer = await turn(client, alice, created["session_id"], "hello?")
+        answer = await answered(client, alice, created["session_id"], "hello?")
         read = (await client.get(f"/api/sessions/{created['session_id']}", headers=alice)).json()
     assert answer["assistant_message"]["metadata"]["grounding"] == "ragflow_chat"
     assert read["ragflow_session_id"] != created["ragflow_session_id"]
@@ -271,8 +250,8 @@ async def test_ragflow_off_makes_no_calls(
     llm_settings: Callable[..., Settings], fake_ragflow: FakeRagflow, alice: Headers
 ) -> None:
     async with serve_app(llm_settings()) as client:
-        created = await new_session(client, alice)
-        answer = await turn(client, alice, created["session_id"], "hi")
+        created = await created_session(client, alice)
+        answer = await answered(client, alice, created["session_id"], "hi")
     assert created["ragflow_session_id"] is None
     assert "grounding" not in answer["assistant_message"]["metadata"]
     assert fake_ragflow.server.requests == []

@@ -29,8 +29,8 @@ from session_service.ragflow.errors import (
 from session_service.ragflow.models import Reference, cited_indices
 from tests.conftest import serve_app
 from tests.fakes.ragflow import API_KEY, CHAT_ID, FakeRagflow
-from tests.helpers import auth, eventually
-from tests.test_ragflow import new_session, pending_deletions, turn
+from tests.helpers import answered, auth, created_session, eventually, new_session
+from tests.test_ragflow import pending_deletions
 
 V24, V25_0, V25_1, V25_6, V27 = (0, 24, 0), (0, 25, 0), (0, 25, 1), (0, 25, 6), (0, 27, 0)
 ALL = [V24, V25_0, V25_1, V25_6, V27]
@@ -68,7 +68,7 @@ async def test_after_the_chat_changes_a_session_gets_a_mirror_in_the_new_chat(
 ) -> None:
     fake_ragflow.version = version
     async with serve_app(ragflow_settings()) as client:
-        session_id = (await new_session(client, HEADERS))["session_id"]
+        session_id = await new_session(client, HEADERS)
     old, chat = await _mirror(db, session_id)
     assert old in fake_ragflow.sessions_of(CHAT_ID)
     assert chat == CHAT_ID
@@ -83,7 +83,7 @@ async def test_after_the_chat_changes_a_session_gets_a_mirror_in_the_new_chat(
             assert await _mirror(db, session_id) == (old, CHAT_ID)
     fake_ragflow.add_chat(NEW_CHAT)
     async with serve_app(ragflow_settings(ragflow_chat_id=NEW_CHAT)) as client:
-        answer = await turn(client, HEADERS, session_id, "What is the capital of France?")
+        answer = await answered(client, HEADERS, session_id, "What is the capital of France?")
         assert answer["assistant_message"]["metadata"]["grounding"] == "ragflow_chat"
         new, chat = await _mirror(db, session_id)
         assert (chat, new in fake_ragflow.sessions_of(NEW_CHAT)) == (NEW_CHAT, True)
@@ -118,7 +118,7 @@ async def test_a_deletion_goes_to_the_chat_that_owns_the_session(
 ) -> None:
     fake_ragflow.version = version
     async with serve_app(ragflow_settings()) as client:
-        created = await new_session(client, HEADERS)
+        created = await created_session(client, HEADERS)
     fake_ragflow.add_chat(NEW_CHAT)
     async with serve_app(ragflow_settings(ragflow_chat_id=NEW_CHAT)) as client:
         deleted = await client.delete(f"/api/sessions/{created['session_id']}", headers=HEADERS)
@@ -137,7 +137,7 @@ async def test_a_rename_reaches_the_mirror(
 ) -> None:
     fake_ragflow.version = version
     async with serve_app(ragflow_settings()) as client:
-        created = await new_session(client, HEADERS, title="before")
+        created = await created_session(client, HEADERS, title="before")
         renamed = await client.patch(
             f"/api/sessions/{created['session_id']}", json={"title": "after 𝄞"}, headers=HEADERS
         )
@@ -224,8 +224,8 @@ async def test_a_missing_route_is_loud(
         with pytest.raises(RagflowRouteMissing):
             await RagflowClient(http, CHAT_ID, []).ask("0" * 32, "q", "u")
     async with serve_app(ragflow_settings(ragflow_base_url=fake_ragflow.url + "/gone")) as client:
-        created = await new_session(client, HEADERS)
-        answer = await turn(client, HEADERS, created["session_id"], "anyone there?")
+        created = await created_session(client, HEADERS)
+        answer = await answered(client, HEADERS, created["session_id"], "anyone there?")
         metrics = (await client.get("/metrics")).text
     assert answer["assistant_message"]["metadata"]["grounding"] == "unavailable"
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
@@ -306,8 +306,8 @@ async def test_a_nan_similarity_never_reaches_the_database(
 ) -> None:
     fake_ragflow.nan_similarity = True
     async with serve_app(ragflow_settings(ragflow_dataset_ids="ds-1,ds-2")) as client:
-        created = await new_session(client, HEADERS)
-        answer = await turn(client, HEADERS, created["session_id"], "capital?")
+        created = await created_session(client, HEADERS)
+        answer = await answered(client, HEADERS, created["session_id"], "capital?")
         read = await client.get(f"/api/sessions/{created['session_id']}", headers=HEADERS)
     references = answer["assistant_message"]["metadata"]["references"]
     similarity = {ref["chunk_id"]: ref["similarity"] for ref in references}
@@ -373,11 +373,11 @@ async def test_a_create_whose_answer_was_lost_is_adopted_not_made_twice(
     fake_ragflow.slow_seconds = 1.5  # past the client's 1 s: RAGFlow creates, we never hear
     fake_ragflow.fail_next, fake_ragflow.fail_next_mode = 1, "slow"
     async with serve_app(ragflow_settings(ragflow_timeout_seconds=1)) as client:
-        created = await new_session(client, HEADERS, title="lost in transit")
+        created = await created_session(client, HEADERS, title="lost in transit")
         assert created["ragflow_session_id"] is None
         await asyncio.sleep(1.0)  # RAGFlow made it meanwhile
         assert len(fake_ragflow.sessions_of(CHAT_ID)) == 1
-        answer = await turn(client, HEADERS, created["session_id"], "capital?")
+        answer = await answered(client, HEADERS, created["session_id"], "capital?")
     assert answer["assistant_message"]["metadata"]["grounding"] == "ragflow_chat"
     [only] = fake_ragflow.sessions_of(CHAT_ID)  # adopted: no second session in RAGFlow
     assert (await _mirror(db, created["session_id"]))[0] == only

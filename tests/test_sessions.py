@@ -11,9 +11,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from session_service.db.models import AuditEvent, ChatMessage, ChatSession
-from tests.helpers import add_messages
+from tests.helpers import Headers, add_messages
 
-Headers = dict[str, str]
 SESSION_FIELDS = {
     "session_id",
     "user_id",
@@ -436,7 +435,14 @@ async def test_another_users_session_is_not_found(
         method, path.format(id="no-such-session"), json=body, headers=bob
     )
     assert foreign.status_code == unknown.status_code == 404
-    assert foreign.json() == unknown.json() == {"detail": "Session not found"}
+    assert (
+        foreign.json()
+        == unknown.json()
+        == {
+            "detail": "Session not found",
+            "code": "session_not_found",
+        }
+    )
     still = (await client.get(f"/api/sessions/{session_id}", headers=alice)).json()
     assert still["title"] == "alice's"
 

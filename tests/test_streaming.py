@@ -17,10 +17,8 @@ from session_service.config import Settings
 from session_service.db.models import ChatMessage, ChatSession
 from session_service.db.types import utcnow
 from tests.fakes.openai import FakeLLM
-from tests.helpers import conversation, eventually, stored
+from tests.helpers import Headers, conversation, eventually, new_session, stored
 from tests.sse import SseEvent, read_events, uvicorn_server
-
-Headers = dict[str, str]
 
 
 @pytest.fixture
@@ -33,12 +31,6 @@ async def base(llm_settings: Callable[..., Settings]) -> AsyncIterator[str]:
 async def http(base: str) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
         yield client
-
-
-async def new_session(http: httpx.AsyncClient, headers: Headers) -> str:
-    response = await http.post("/api/sessions", json={}, headers=headers)
-    session_id: str = response.json()["session_id"]
-    return session_id
 
 
 async def stream_turn(

@@ -20,31 +20,18 @@ from session_service.db.types import utcnow
 from tests.conftest import serve_app
 from tests.fakes.openai import FakeLLM
 from tests.helpers import (
+    Headers,
     add_messages,
     assert_one_writer,
     auth,
     conversation,
     eventually,
+    new_session,
     stored,
+    turn,
 )
 
-Headers = dict[str, str]
 ADMIN = auth("root-admin", admin=True)
-
-
-async def new_session(client: AsyncClient, headers: Headers, **body: Any) -> str:
-    response = await client.post("/api/sessions", json=body, headers=headers)
-    assert response.status_code in (200, 201), response.text
-    session_id: str = response.json()["session_id"]
-    return session_id
-
-
-async def turn(
-    client: AsyncClient, headers: Headers, session_id: str, content: str, **extra: Any
-) -> Any:
-    return await client.post(
-        f"/api/sessions/{session_id}/messages", json={"content": content, **extra}, headers=headers
-    )
 
 
 async def test_offline_model_end_to_end(client: AsyncClient, alice: Headers) -> None:

@@ -41,6 +41,7 @@ class IdentityProviderUnavailable(ServiceError):
     """The provider's keys cannot be had: the token may be fine, so not a 401."""
 
     status_code = 503
+    code = "identity_provider_unavailable"
 
 
 @dataclass(frozen=True, slots=True)

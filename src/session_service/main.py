@@ -9,14 +9,13 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from http import HTTPStatus
 from pathlib import Path
 
 from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI, Request
-from fastapi.exception_handlers import (
-    http_exception_handler,
-    request_validation_exception_handler,
-)
+from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -165,6 +164,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.add_middleware(CorrelationIdMiddleware)  # X-Request-ID: taken, or made, and sent back
     app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _invalid_input)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     for error in DATABASE_ERRORS:
         app.add_exception_handler(error, _database_error)
@@ -227,7 +227,16 @@ def _run_in_background(stack: contextlib.AsyncExitStack, work: Repeating) -> Non
 
 async def _service_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+    return JSONResponse(
+        {"detail": exc.detail, "code": exc.code}, status_code=exc.status_code, headers=exc.headers
+    )
+
+
+async def _invalid_input(_request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422 (its list of errors as `detail`), with the code of our own 422s."""
+    assert isinstance(exc, RequestValidationError)
+    body = {"detail": jsonable_encoder(exc.errors()), "code": InvalidInput.code}
+    return JSONResponse(body, status_code=422)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -235,8 +244,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 400 and request.method in ("POST", "PATCH", "PUT"):
         # FastAPI's answer to a body it cannot even decode (invalid UTF-8): invalid input.
         error = {"type": "json_invalid", "loc": ("body",), "msg": "not valid JSON in UTF-8"}
-        return await request_validation_exception_handler(request, RequestValidationError([error]))
-    return await http_exception_handler(request, exc)
+        return await _invalid_input(request, RequestValidationError([error]))
+    answer = await http_exception_handler(request, exc)
+    if not isinstance(answer, JSONResponse):
+        return answer  # a status without a body
+    code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")  # "not_found", ...
+    body = {"detail": exc.detail, "code": code}
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:

@@ -7,6 +7,8 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from session_service.errors import PayloadTooLarge
+
 
 class BodyLimit:
     """413 with a JSON `detail` for a body over `max_bytes`: at once when its Content-Length
@@ -23,7 +25,9 @@ class BodyLimit:
             return
         length = Headers(scope=scope).get("content-length", "")
         if length.isdigit() and int(length) > self.max_bytes:
-            await JSONResponse({"detail": self._detail}, status_code=413)(scope, receive, send)
+            await JSONResponse(
+                {"detail": self._detail, "code": PayloadTooLarge.code}, status_code=413
+            )(scope, receive, send)
             return
         received = 0
 

@@ -171,9 +171,14 @@ class MessagePage(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"detail": "Session not found"}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"detail": "Session not found", "code": "session_not_found"}]
+        }
+    )
 
     detail: str
+    code: str = Field(description="what went wrong, for programs: see docs/api.md §1")
 
 
 class TurnRequest(BaseModel):

@@ -33,7 +33,7 @@ SSE_DESCRIPTION = (
     "With `stream: true` or `Accept: text/event-stream`: `text/event-stream` with "
     "`message_start` `{user_message, assistant_message_id}`, `delta` `{text}` events whose "
     "texts concatenate to the reply, then `message_end` `{assistant_message}`; or `error` "
-    "`{detail, status}` and the end. Each event has an `id` (for `Last-Event-ID`)."
+    "`{detail, code, status}` and the end. Each event has an `id` (for `Last-Event-ID`)."
 )
 COMMON_ERRORS = USER_ROUTE | SESSION_NOT_FOUND
 

@@ -24,6 +24,7 @@ LAG_WINDOW = 10  # the lag that counts: the largest of the last second's measure
 
 class Overloaded(ServiceError):
     status_code = 503
+    code = "overloaded"
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})

@@ -64,7 +64,9 @@ class Generation:
 
     def fail(self, error: ServiceError) -> None:
         self.error = error
-        self.publish(ERROR, {"detail": error.detail, "status": error.status_code})
+        self.publish(
+            ERROR, {"detail": error.detail, "code": error.code, "status": error.status_code}
+        )
 
     def finish(self) -> None:
         """The turn is over and its lock released: listeners may go."""

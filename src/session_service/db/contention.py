@@ -30,6 +30,8 @@ FIRST_PAUSE_SECONDS = 0.02
 
 
 class Busy(Conflict):
+    code = "busy"
+
     def __init__(self) -> None:
         super().__init__("the session is busy with a concurrent change; try again")
 

@@ -15,7 +15,8 @@ from session_service.config import Settings
 from tests.conftest import serve_app
 from tests.fakes.openai import FakeLLM
 from tests.helpers import Headers, new_session, turn
-from tests.sse import read_events, uvicorn_server
+from tests.sse import uvicorn_server
+from tests.test_streaming import stream_turn
 
 
 def _body(response: httpx.Response, status: int) -> dict[str, Any]:
@@ -93,13 +94,7 @@ async def test_a_streamed_failure_s_error_event_has_the_code(
     fake_llm.fail_status = 500
     async with uvicorn_server(llm_settings()) as url, httpx.AsyncClient(base_url=url) as http:
         session_id = await new_session(http, alice)
-        async with http.stream(
-            "POST",
-            f"/api/sessions/{session_id}/messages",
-            json={"content": "hello", "stream": True},
-            headers=alice,
-        ) as response:
-            events = [event async for event in read_events(response)]
+        events = await stream_turn(http, alice, session_id, "hello")
     assert events[-1].name == "error"
     assert events[-1].data == {
         "detail": "the LLM failed: HTTP 500",

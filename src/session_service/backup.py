@@ -90,7 +90,7 @@ async def _export_messages(backups: BackupRepository, out: IO[str], session_id: 
             _write(out, {"type": "message", "session_id": session_id, **_message_fields(message)})
             written += 1
         after_seq = page[-1].seq
-        backups.session.expunge_all()
+        backups.db.expunge_all()
     return written
 
 

@@ -22,7 +22,7 @@ class AuditRepository(Repository):
         user_id: str | None = None,
         detail: dict[str, Any] | None = None,
     ) -> None:
-        self.session.add(
+        self.db.add(
             AuditEvent(
                 actor=actor,
                 action=action,
@@ -31,7 +31,7 @@ class AuditRepository(Repository):
                 detail=detail or {},
             )
         )
-        await self.session.flush()
+        await self.db.flush()
 
     async def page(
         self,
@@ -50,4 +50,4 @@ class AuditRepository(Repository):
         if before_id is not None:
             query = query.where(col(AuditEvent.id) < before_id)
         query = query.order_by(col(AuditEvent.id).desc()).limit(limit)
-        return (await self.session.scalars(query)).all()
+        return (await self.db.scalars(query)).all()

@@ -3,27 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Self
+from typing import Any
 
 from sqlalchemy import func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from session_service.db.models import ChatMessage, ChatSession
+from session_service.db.repositories import Repository
 
 
-class BackupRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    @classmethod
-    def from_session(cls, session: AsyncSession) -> Self:
-        return cls(session)
-
+class BackupRepository(Repository):
     async def count_sessions(self, *, user_id: str | None, session_id: str | None) -> int:
         query = select(func.count()).select_from(ChatSession)
         query = _filtered(query, user_id, session_id)
-        return int(await self.session.scalar(query) or 0)
+        return int(await self.db.scalar(query) or 0)
 
     async def sessions_after(
         self, after: str, *, user_id: str | None, session_id: str | None, limit: int
@@ -31,14 +24,14 @@ class BackupRepository:
         query = _filtered(select(ChatSession), user_id, session_id)
         query = query.where(col(ChatSession.session_id) > after)
         return (
-            await self.session.scalars(query.order_by(col(ChatSession.session_id)).limit(limit))
+            await self.db.scalars(query.order_by(col(ChatSession.session_id)).limit(limit))
         ).all()
 
     async def messages_after(
         self, session_id: str, after_seq: int, limit: int
     ) -> Sequence[ChatMessage]:
         return (
-            await self.session.scalars(
+            await self.db.scalars(
                 select(ChatMessage)
                 .where(col(ChatMessage.session_id) == session_id, col(ChatMessage.seq) > after_seq)
                 .order_by(col(ChatMessage.seq))
@@ -49,7 +42,7 @@ class BackupRepository:
     async def session_exists(self, session_id: str) -> bool:
         """Whether it exists, locking its row until the transaction ends: every writer of a
         session's messages locks the session's row first (no deadlock with a turn)."""
-        found = await self.session.scalar(
+        found = await self.db.scalar(
             select(col(ChatSession.session_id))
             .where(col(ChatSession.session_id) == session_id)
             .with_for_update()
@@ -57,11 +50,11 @@ class BackupRepository:
         return found is not None
 
     async def add_session(self, values: dict[str, Any]) -> None:
-        await self.session.execute(insert(ChatSession).values(**values))
+        await self.db.execute(insert(ChatSession).values(**values))
 
     async def existing_messages(self, ids: list[int]) -> dict[int, tuple[str, int]]:
         """(session, seq) of the messages with these ids that are stored already."""
-        rows = await self.session.execute(
+        rows = await self.db.execute(
             select(col(ChatMessage.id), col(ChatMessage.session_id), col(ChatMessage.seq)).where(
                 col(ChatMessage.id).in_(ids)
             )
@@ -73,7 +66,7 @@ class BackupRepository:
         }
 
     async def add_messages(self, rows: list[dict[str, Any]]) -> None:
-        await self.session.execute(insert(ChatMessage), rows)
+        await self.db.execute(insert(ChatMessage), rows)
 
     async def recount(self, session_id: str) -> None:
         """message_count from the rows, after an import added some."""
@@ -83,7 +76,7 @@ class BackupRepository:
             .where(col(ChatMessage.session_id) == session_id)
             .scalar_subquery()
         )
-        await self.session.execute(
+        await self.db.execute(
             update(ChatSession)
             .where(col(ChatSession.session_id) == session_id)
             .values(message_count=count)

@@ -15,12 +15,12 @@ from session_service.db.repositories import Repository
 
 class RagflowDeletionRepository(Repository):
     async def add(self, ragflow_session_id: str, chat_id: str) -> None:
-        self.session.add(RagflowDeletion(ragflow_session_id=ragflow_session_id, chat_id=chat_id))
-        await self.session.flush()
+        self.db.add(RagflowDeletion(ragflow_session_id=ragflow_session_id, chat_id=chat_id))
+        await self.db.flush()
 
     async def due(self, now: datetime, limit: int) -> Sequence[RagflowDeletion]:
         return (
-            await self.session.scalars(
+            await self.db.scalars(
                 select(RagflowDeletion)
                 .where(col(RagflowDeletion.next_attempt_at) <= now)
                 .order_by(col(RagflowDeletion.next_attempt_at))
@@ -29,12 +29,10 @@ class RagflowDeletionRepository(Repository):
         ).all()
 
     async def done(self, deletion_id: int) -> None:
-        await self.session.execute(
-            delete(RagflowDeletion).where(col(RagflowDeletion.id) == deletion_id)
-        )
+        await self.db.execute(delete(RagflowDeletion).where(col(RagflowDeletion.id) == deletion_id))
 
     async def postpone(self, deletion_id: int, *, until: datetime, error: str) -> None:
-        await self.session.execute(
+        await self.db.execute(
             update(RagflowDeletion)
             .where(col(RagflowDeletion.id) == deletion_id)
             .values(

@@ -1,7 +1,7 @@
 """The SQL of sessions and messages. Repositories flush but never commit: the caller owns the
-transaction. (The other tables' statements sit beside the code that owns them: the turn
-lock's in turn_lock.py, the audit log's in audit_log.py, pending RAGFlow deletions' in
-ragflow_deletions.py.)"""
+transaction. (Other statements sit beside the code that owns them: the turn lock's in
+turn_lock.py, the audit log's in audit_log.py, pending RAGFlow deletions' in
+ragflow_deletions.py, backups' in backup.py.)"""
 
 from __future__ import annotations
 
@@ -69,21 +69,21 @@ class Repository:
     """Statements on one database session, in the caller's transaction: they flush, never
     commit."""
 
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+    def __init__(self, db: AsyncSession) -> None:
+        self.db = db  # a database session ("session" alone is a chat session here)
 
     @classmethod
-    def from_session(cls, session: AsyncSession) -> Self:
-        return cls(session)
+    def from_session(cls, db: AsyncSession) -> Self:
+        return cls(db)
 
 
 class SessionRepository(Repository):
     async def get(self, session_id: str) -> ChatSession | None:
-        return await self.session.get(ChatSession, session_id)
+        return await self.db.get(ChatSession, session_id)
 
     async def insert(self, row: ChatSession) -> ChatSession:
-        self.session.add(row)
-        await self.session.flush()
+        self.db.add(row)
+        await self.db.flush()
         return row
 
     async def list_for_user(
@@ -105,7 +105,7 @@ class SessionRepository(Repository):
             col(ChatSession.updated_at).desc(),
             col(ChatSession.session_id).desc(),
         ).limit(limit)
-        return (await self.session.scalars(query)).all()
+        return (await self.db.scalars(query)).all()
 
     async def update(
         self, row: ChatSession, *, title: str | None, context: dict[str, Any] | None
@@ -116,7 +116,7 @@ class SessionRepository(Repository):
             row.context = context
             flag_modified(row, "context")  # JSON change detection takes `true` for `1`
         row.updated_at = utcnow()
-        await self.session.flush()
+        await self.db.flush()
         return row
 
     async def lock(self, session_id: str) -> ChatSession | None:
@@ -125,26 +125,22 @@ class SessionRepository(Repository):
         Every transaction that writes a session's messages locks its row first (a turn's lease
         claim does), so two of them never wait for each other in opposite orders (deadlock).
         """
-        return await self.session.get(
+        return await self.db.get(
             ChatSession, session_id, with_for_update=True, populate_existing=True
         )
 
     async def delete(self, session_id: str) -> None:
         """Delete the session and its messages (explicitly, whatever the foreign keys do);
         lock its row first (see `lock`)."""
-        await self.session.execute(
-            delete(ChatMessage).where(col(ChatMessage.session_id) == session_id)
-        )
-        await self.session.execute(
-            delete(ChatSession).where(col(ChatSession.session_id) == session_id)
-        )
+        await self.db.execute(delete(ChatMessage).where(col(ChatMessage.session_id) == session_id))
+        await self.db.execute(delete(ChatSession).where(col(ChatSession.session_id) == session_id))
 
     async def set_mirror(
         self, session_id: str, mirror_id: str, chat_id: str, *, replacing: str | None
     ) -> bool:
         """Point the session at its RAGFlow mirror in `chat_id`, unless someone else already
         changed it."""
-        result = await self.session.execute(
+        result = await self.db.execute(
             update(SESSIONS)
             .where(
                 SESSIONS.c.session_id == session_id,
@@ -158,7 +154,7 @@ class SessionRepository(Repository):
 
     async def mirrors_in_use(self, mirror_ids: Sequence[str]) -> set[str]:
         """Which of these RAGFlow sessions are some session's mirror."""
-        rows = await self.session.scalars(
+        rows = await self.db.scalars(
             select(SESSIONS.c.ragflow_session_id).where(
                 SESSIONS.c.ragflow_session_id.in_(mirror_ids)
             )
@@ -167,7 +163,7 @@ class SessionRepository(Repository):
 
     async def record_mirror_chat(self, chat_id: str) -> int:
         """Mirrors made before their chat was recorded: record `chat_id`; how many."""
-        result = await self.session.execute(
+        result = await self.db.execute(
             update(SESSIONS)
             .where(SESSIONS.c.ragflow_session_id.is_not(None), SESSIONS.c.ragflow_chat_id.is_(None))
             .values(ragflow_chat_id=chat_id)
@@ -180,15 +176,13 @@ class SessionRepository(Repository):
         """Count `count` more (or fewer) messages; note the reply being generated, if any."""
         params: dict[str, Any] = {"key": session_id, "added": count, "at": at}
         if generating is None:
-            await self.session.execute(_COUNT_MESSAGES, params)
+            await self.db.execute(_COUNT_MESSAGES, params)
         else:
-            await self.session.execute(
-                _COUNT_MESSAGES_GENERATING, params | {"generating": generating}
-            )
+            await self.db.execute(_COUNT_MESSAGES_GENERATING, params | {"generating": generating})
 
     async def orphaned_generations(self, now: datetime) -> Sequence[tuple[str, int]]:
         """(session, message) of replies in progress that no live turn holds."""
-        rows = await self.session.execute(
+        rows = await self.db.execute(
             select(col(ChatSession.session_id), col(ChatSession.generating_message_id)).where(
                 col(ChatSession.generating_message_id).is_not(None),
                 or_(
@@ -207,16 +201,16 @@ class SessionRepository(Repository):
         """Forget the reply in progress, if it is still that one; whether it was."""
         params: dict[str, Any] = {"key": session_id, "message": message_id}
         if updated_at is None:
-            result = await self.session.execute(_CLEAR_GENERATING, params)
+            result = await self.db.execute(_CLEAR_GENERATING, params)
         else:
-            result = await self.session.execute(_CLEAR_GENERATING_AT, params | {"at": updated_at})
+            result = await self.db.execute(_CLEAR_GENERATING_AT, params | {"at": updated_at})
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 class MessageRepository(Repository):
     async def insert(self, message: ChatMessage) -> ChatMessage:
         """Store a new message (a Core insert: no ORM bookkeeping); it gets its id."""
-        result = await self.session.execute(
+        result = await self.db.execute(
             _INSERT_MESSAGE,
             {
                 "session_id": message.session_id,
@@ -239,7 +233,7 @@ class MessageRepository(Repository):
         if before_seq is not None:
             query = query.where(col(ChatMessage.seq) < before_seq)
         query = query.order_by(col(ChatMessage.seq).desc()).limit(limit + 1)
-        rows = list((await self.session.scalars(query)).all())
+        rows = list((await self.db.scalars(query)).all())
         has_more = len(rows) > limit
         del rows[limit:]
         rows.reverse()
@@ -256,26 +250,26 @@ class MessageRepository(Repository):
         query = query.where(MESSAGES.c.session_id == session_id)
         if before_seq is not None:
             query = query.where(MESSAGES.c.seq < before_seq)
-        rows = await self.session.execute(query.order_by(MESSAGES.c.seq.desc()).limit(limit))
+        rows = await self.db.execute(query.order_by(MESSAGES.c.seq.desc()).limit(limit))
         return [(seq, role, content, status) for seq, role, content, status in rows]
 
     async def finish(
         self, message_id: int, content: str, meta: dict[str, Any], at: datetime
     ) -> bool:
         """Store a reply's final text and metadata in its placeholder row."""
-        result = await self.session.execute(
+        result = await self.db.execute(
             _FINISH_MESSAGE, {"message": message_id, "text": content, "meta": meta, "at": at}
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
     async def remove(self, message_id: int) -> None:
-        await self.session.execute(delete(ChatMessage).where(col(ChatMessage.id) == message_id))
+        await self.db.execute(delete(ChatMessage).where(col(ChatMessage.id) == message_id))
 
     async def get(self, message_id: int) -> ChatMessage | None:
-        return await self.session.get(ChatMessage, message_id)
+        return await self.db.get(ChatMessage, message_id)
 
     async def by_client_id(self, session_id: str, client_message_id: str) -> ChatMessage | None:
-        return await self.session.scalar(
+        return await self.db.scalar(
             select(ChatMessage).where(
                 col(ChatMessage.session_id) == session_id,
                 col(ChatMessage.client_message_id) == client_message_id,
@@ -283,7 +277,7 @@ class MessageRepository(Repository):
         )
 
     async def at_seq(self, session_id: str, seq: int) -> ChatMessage | None:
-        return await self.session.scalar(
+        return await self.db.scalar(
             select(ChatMessage).where(
                 col(ChatMessage.session_id) == session_id, col(ChatMessage.seq) == seq
             )
@@ -292,7 +286,7 @@ class MessageRepository(Repository):
     async def after(self, session_id: str, after_seq: int) -> Sequence[ChatMessage]:
         """Messages newer than `after_seq`, oldest first."""
         return (
-            await self.session.scalars(
+            await self.db.scalars(
                 select(ChatMessage)
                 .where(col(ChatMessage.session_id) == session_id, col(ChatMessage.seq) > after_seq)
                 .order_by(col(ChatMessage.seq))

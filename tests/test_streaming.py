@@ -416,8 +416,7 @@ async def _followed(generation: Generation, after: int = 0) -> list[tuple[int, s
 
 
 async def test_deltas_waiting_together_go_as_one_event_with_the_last_one_s_id() -> None:
-    question = ChatMessage(session_id="s", seq=1, role="user", content="q", timestamp=utcnow())
-    generation = Generation("s", question, 2)
+    generation = Generation("s", 2)
     generation.publish(MESSAGE_START, {})
     live = asyncio.create_task(_followed(generation))
     await asyncio.sleep(0)

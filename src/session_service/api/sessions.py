@@ -15,7 +15,6 @@ from session_service.api.cursors import (
 from session_service.api.responses import SESSION_NOT_FOUND, USER_ROUTE, error
 from session_service.api.schemas import (
     MessagePage,
-    MessagePublic,
     SessionCreate,
     SessionDetail,
     SessionPage,
@@ -23,6 +22,7 @@ from session_service.api.schemas import (
     SessionUpdate,
 )
 from session_service.api.strict_json import StrictJSONRoute
+from session_service.chat.public import MessagePublic
 from session_service.chat.sessions import create_session, delete_session, update_session
 from session_service.db.repositories import MessageRepository, SessionKey, SessionRepository
 from session_service.deps import (

@@ -8,11 +8,12 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Request, Response, status
+from pydantic import BaseModel
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from session_service.api.cursors import MAX_POSITION
 from session_service.api.responses import SESSION_NOT_FOUND, USER_ROUTE, error
-from session_service.api.schemas import MessagePublic, TurnRequest, TurnResponse
+from session_service.api.schemas import TurnRequest, TurnResponse
 from session_service.api.strict_json import StrictJSONRoute
 from session_service.chat.generation import (
     DELTA,
@@ -22,7 +23,7 @@ from session_service.chat.generation import (
     Generation,
     TurnResult,
 )
-from session_service.db.models import ChatMessage
+from session_service.chat.public import MessagePublic
 from session_service.deps import CurrentUser, SessionIdPath, TurnsDep
 from session_service.errors import PayloadTooLarge
 
@@ -123,13 +124,10 @@ async def follow_reply(
 
 async def _replayed(result: TurnResult) -> AsyncIterator[Event]:
     """The stored pair of a repeated client_message_id, as the stream that made it."""
-    reply = result.assistant_message
+    question = MessagePublic.of(result.user_message)
+    reply = MessagePublic.of(result.assistant_message)
     for event in (
-        Event(
-            1,
-            MESSAGE_START,
-            {"user_message": result.user_message, "assistant_message_id": reply.id},
-        ),
+        Event(1, MESSAGE_START, {"user_message": question, "assistant_message_id": reply.id}),
         Event(2, DELTA, {"text": reply.content}),
         Event(3, MESSAGE_END, {"assistant_message": reply}),
     ):
@@ -148,9 +146,7 @@ def _sse(events: AsyncIterator[Event], status_code: int) -> EventSourceResponse:
 
 def _public(items: Iterable[tuple[str, Any]]) -> dict[str, Any]:
     return {
-        key: MessagePublic.of(value).model_dump(mode="json")
-        if isinstance(value, ChatMessage)
-        else value
+        key: value.model_dump(mode="json") if isinstance(value, BaseModel) else value
         for key, value in items
     }
 

@@ -22,6 +22,8 @@ ERROR = "error"
 
 @dataclass(frozen=True, slots=True)
 class Event:
+    """One event of a reply; its data is what a client is sent (messages as MessagePublic)."""
+
     id: int
     name: str
     data: dict[str, Any]
@@ -35,18 +37,10 @@ class TurnResult:
 
 
 class Generation:
-    def __init__(
-        self,
-        session_id: str,
-        user_message: ChatMessage,
-        assistant_id: int,
-        *,
-        flush: float = 0.0,
-    ) -> None:
+    def __init__(self, session_id: str, assistant_id: int, *, flush: float = 0.0) -> None:
         self.session_id = session_id
-        self.flush = flush  # seconds a delta waits for the next ones to join it
-        self.user_message = user_message
         self.assistant_id = assistant_id
+        self.flush = flush  # seconds a delta waits for the next ones to join it
         self.events: list[Event] = []
         self.result: TurnResult | None = None
         self.error: ServiceError | None = None

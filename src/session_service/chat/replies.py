@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from session_service.auth import User
 from session_service.chat.generation import MESSAGE_END, Event, Generation
+from session_service.chat.public import MessagePublic
 from session_service.chat.sessions import owned_session
 from session_service.db.models import ChatMessage, MessageStatus
 from session_service.db.repositories import MessageRepository
@@ -81,4 +82,4 @@ class Replies:
             if fresh is None:
                 return
             message = fresh
-        yield Event(0, MESSAGE_END, {"assistant_message": message})
+        yield Event(0, MESSAGE_END, {"assistant_message": MessagePublic.of(message)})

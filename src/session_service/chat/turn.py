@@ -29,6 +29,7 @@ from session_service.chat.generation import DELTA, MESSAGE_START, Event, Generat
 from session_service.chat.grounding import ground
 from session_service.chat.history import Histories
 from session_service.chat.mirror import Mirror
+from session_service.chat.public import MessagePublic
 from session_service.chat.replies import Replies
 from session_service.chat.turn_store import Stored, TurnStore
 from session_service.config import Settings
@@ -145,11 +146,11 @@ class ChatTurns:
         question, placeholder = stored
         metrics.TURN_PHASE_SECONDS.labels(Phase.DATABASE).observe(time.perf_counter() - stored_at)
         assert placeholder.id is not None
-        generation = Generation(
-            session_id, question, placeholder.id, flush=self.settings.stream_flush_ms / 1000
-        )
+        flush = self.settings.stream_flush_ms / 1000
+        generation = Generation(session_id, placeholder.id, flush=flush)
         generation.publish(
-            MESSAGE_START, {"user_message": question, "assistant_message_id": placeholder.id}
+            MESSAGE_START,
+            {"user_message": MessagePublic.of(question), "assistant_message_id": placeholder.id},
         )
         reply = self._generate(generation, row, question, placeholder, lock, lease, stream)
         self.replies.start(generation, reply, ended=self.admission.leave)
@@ -192,7 +193,8 @@ class ChatTurns:
                         )
                     agent.append(reply.seq, AIMessage(content=reply.content))
                 generation.succeed(
-                    TurnResult(question, reply, created=True), {"assistant_message": reply}
+                    TurnResult(question, reply, created=True),
+                    {"assistant_message": MessagePublic.of(reply)},
                 )
             except Exception as exc:
                 generation.fail(await self.store.failed(row.session_id, placeholder, parts, exc))

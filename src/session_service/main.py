@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from fastapi.utils import is_body_allowed_for_status_code
 from prometheus_fastapi_instrumentator import Instrumentator
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -245,9 +246,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         # FastAPI's answer to a body it cannot even decode (invalid UTF-8): invalid input.
         error = {"type": "json_invalid", "loc": ("body",), "msg": "not valid JSON in UTF-8"}
         return await _invalid_input(request, RequestValidationError([error]))
-    answer = await http_exception_handler(request, exc)
-    if not isinstance(answer, JSONResponse):
-        return answer  # a status without a body
+    if not is_body_allowed_for_status_code(exc.status_code):
+        return await http_exception_handler(request, exc)  # a status without a body
     code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")  # "not_found", ...
     body = {"detail": exc.detail, "code": code}
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)

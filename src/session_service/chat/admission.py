@@ -42,20 +42,25 @@ class Admission:
         self._lags: deque[float] = deque(maxlen=LAG_WINDOW)
 
     def enter(self) -> None:
-        if self.in_flight >= self.limit:
+        refusal = self._refusal()
+        if refusal is not None:
             metrics.TURNS_REFUSED.inc()
-            raise Overloaded(
+            raise Overloaded(refusal)
+        self.in_flight += 1
+        metrics.TURNS_IN_FLIGHT.inc()
+
+    def _refusal(self) -> str | None:
+        if self.in_flight >= self.limit:
+            return (
                 f"this process is running its limit of {self.limit} turns at once; "
                 "try again shortly"
             )
         if self.lag_limit and self.lag > self.lag_limit:
-            metrics.TURNS_REFUSED.inc()
-            raise Overloaded(
+            return (
                 f"this process is overloaded (its event loop runs {self.lag * 1000:.0f} ms "
                 "late); try again shortly"
             )
-        self.in_flight += 1
-        metrics.TURNS_IN_FLIGHT.inc()
+        return None
 
     def leave(self) -> None:
         self.in_flight -= 1

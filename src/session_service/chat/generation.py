@@ -81,20 +81,22 @@ class Generation:
             if self.flush and waiting and waiting[0].name == DELTA and not self.done.is_set():
                 await asyncio.sleep(self.flush)
             while index < len(self.events):
-                event = self.events[index]
-                index += 1
-                if event.name == DELTA:
-                    texts = [event.data["text"]]
-                    while index < len(self.events) and self.events[index].name == DELTA:
-                        event = self.events[index]
-                        index += 1
-                        texts.append(event.data["text"])
-                    if len(texts) > 1:
-                        event = Event(event.id, DELTA, {"text": "".join(texts)})
+                event, index = self._joined(index)
                 yield event
             if self.done.is_set():
                 return
             await self._news.wait()
+
+    def _joined(self, index: int) -> tuple[Event, int]:
+        """The event at `index`, or the deltas from there on as one; and the index after."""
+        end = index + 1
+        if self.events[index].name == DELTA:
+            while end < len(self.events) and self.events[end].name == DELTA:
+                end += 1
+        if end - index == 1:
+            return self.events[index], end
+        text = "".join(event.data["text"] for event in self.events[index:end])
+        return Event(self.events[end - 1].id, DELTA, {"text": text}), end
 
     async def wait(self) -> TurnResult:
         """The stored pair once the reply is stored; the turn's error if it failed."""

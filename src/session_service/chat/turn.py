@@ -53,7 +53,6 @@ class ChatTurns:
         mirror: Mirror | None,
     ) -> None:
         self.settings = settings
-        self.session_factory = session_factory
         self.pool = pool
         self.locks = locks
         self.llm = llm

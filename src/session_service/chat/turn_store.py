@@ -167,7 +167,10 @@ class TurnStore:
             exc,
         )
         try:
-            await self._keep_failed(session_id, placeholder, generated, error)
+            await retry_on_contention(
+                lambda: self._keep_failed(session_id, placeholder, generated, error),
+                "storing a failed reply",
+            )
         except Exception as cleanup:  # the database is down too: recovery finishes it
             log.warning("failed reply not stored session_id=%s reason=%r", session_id, cleanup)
         return error
@@ -179,21 +182,17 @@ class TurnStore:
         On the reserve pool: a busy process still stores what it generated."""
         message_id = placeholder.id
         assert message_id is not None
-
-        async def keep() -> None:
-            async with self.locks.reserve() as db, db.begin():
-                sessions = SessionRepository.from_session(db)
-                if not await sessions.clear_generating(session_id, message_id):
-                    return  # the session is gone, or another turn recovered the reply
-                messages = MessageRepository.from_session(db)
-                if generated:
-                    meta = {"status": MessageStatus.INTERRUPTED, "error": error.detail}
-                    await messages.finish(message_id, generated, meta, utcnow())
-                else:
-                    await messages.remove(message_id)
-                    await sessions.record_messages(session_id, -1, utcnow())
-
-        await retry_on_contention(keep, "storing a failed reply")
+        async with self.locks.reserve() as db, db.begin():
+            sessions = SessionRepository.from_session(db)
+            if not await sessions.clear_generating(session_id, message_id):
+                return  # the session is gone, or another turn recovered the reply
+            messages = MessageRepository.from_session(db)
+            if generated:
+                meta = {"status": MessageStatus.INTERRUPTED, "error": error.detail}
+                await messages.finish(message_id, generated, meta, utcnow())
+            else:
+                await messages.remove(message_id)
+                await sessions.record_messages(session_id, -1, utcnow())
 
     async def why_changed(self, session_id: str) -> ServiceError:
         """Why a write of this turn hit a constraint: the session was deleted, or written to."""

@@ -162,3 +162,26 @@ def test_every_family_and_known_series_is_exported_from_the_start(
             if sample.name == name
         }
         assert series == dict.fromkeys(known, 0.0), name
+
+
+async def test_a_long_turn_renews_its_lease_and_says_so(
+    llm_settings: Callable[..., Settings], fake_llm: FakeLLM
+) -> None:
+    """A lease of 1 s is renewed every third of it while a 1.2 s reply is generated."""
+    fake_llm.delay = 1.2
+    headers = auth("renewals")
+    async with serve_app(llm_settings(turn_lock_lease_seconds=1)) as client:
+        created = await client.post("/api/sessions", json={}, headers=headers)
+        before = (await client.get("/metrics")).text
+        answer = await client.post(
+            f"/api/sessions/{created.json()['session_id']}/messages",
+            json={"content": "slow"},
+            headers=headers,
+        )
+        after = (await client.get("/metrics")).text
+    assert answer.status_code == 201
+    renewed = "session_turn_lease_renewals_total"
+    assert (
+        sample(after, renewed, outcome="renewed") - sample(before, renewed, outcome="renewed") >= 2
+    )
+    assert sample(after, renewed, outcome="failed") == sample(before, renewed, outcome="failed")

@@ -257,8 +257,9 @@ async def turn_core_cpu(database_url: str, turns: int = 600) -> float:
     chat = ChatTurns(
         settings,
         session_factory,
+        session_factory,  # the reserve: one pool is enough here
         AgentPool(settings.agent_pool_max_size),
-        TurnLocks(engine, session_factory, lease_seconds=settings.turn_lock_lease_seconds),
+        TurnLocks(engine, lease_seconds=settings.turn_lock_lease_seconds),
         OfflineChatModel(),
         None,
     )

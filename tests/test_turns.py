@@ -13,6 +13,8 @@ from sqlalchemy import event, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncSession, AsyncSessionTransaction, async_sessionmaker
 
+from session_service.auth import User
+from session_service.chat.turn_store import TurnStore
 from session_service.config import Settings
 from session_service.db.models import ChatSession
 from session_service.db.turn_lock import TurnLocks
@@ -415,7 +417,7 @@ async def test_a_lease_whose_claim_may_have_committed_is_taken_again_at_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     session_id, owner = await _session_and_owner(llm_client, alice)
-    locks = TurnLocks(db.kw["bind"], db, lease_seconds=30)
+    locks, store = _locks_and_store(db)
     # a lease this process could not release earlier (the database was down)
     async with db() as session:
         await session.execute(
@@ -432,17 +434,19 @@ async def test_a_lease_whose_claim_may_have_committed_is_taken_again_at_once(
         raise ConnectionResetError("the answer to COMMIT was lost")
 
     monkeypatch.setattr(AsyncSessionTransaction, "__aexit__", commit_then_fail)
-    async with locks.hold(session_id, owner, wait_seconds=5, wait=True) as lease:
-        with pytest.raises(ConnectionResetError):
-            await lease.claim_with(_nothing)  # retakes "earlier"; did it commit? unknown
+    lease = await locks.acquire(session_id, owner.id, wait_seconds=5, wait=True)
+    with pytest.raises(ConnectionResetError):
+        await store.first(lease, owner, session_id, "a", None)  # did it commit? unknown
     monkeypatch.undo()
+    await lease.end()
     left_behind, _ = await _lease_and_reply(db, session_id)
     assert left_behind not in (None, "earlier")  # it did: 30 s to run
     started = time.monotonic()
-    async with locks.hold(session_id, owner, wait_seconds=5, wait=True) as lease:
-        await lease.claim_with(_nothing)
+    lease = await locks.acquire(session_id, owner.id, wait_seconds=5, wait=True)
+    await store.first(lease, owner, session_id, "b", None)
+    await lease.end()
     assert time.monotonic() - started < 1
-    assert await _lease_and_reply(db, session_id) == (None, None)
+    assert (await _lease_and_reply(db, session_id))[0] is None
     assert session_id not in locks.unreleased
 
 
@@ -453,7 +457,7 @@ async def test_a_holder_cancelled_while_letting_go_frees_the_session(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     session_id, owner = await _session_and_owner(llm_client, alice)
-    locks = TurnLocks(db.kw["bind"], db, lease_seconds=30)
+    locks, store = _locks_and_store(db)
     real_release = TurnLocks.release
 
     async def slow_release(self: TurnLocks, session_id: str, token: str) -> None:
@@ -464,13 +468,17 @@ async def test_a_holder_cancelled_while_letting_go_frees_the_session(
     claimed = asyncio.Event()
 
     async def holder() -> None:
-        async with locks.hold(session_id, owner, wait_seconds=5, wait=True) as lease:
-            await lease.claim_with(_nothing)
+        lease = await locks.acquire(session_id, owner.id, wait_seconds=5, wait=True)
+        try:
+            await store.first(lease, owner, session_id, "a", None)
             claimed.set()
+        finally:
+            await lease.end()
 
     async def next_turn() -> None:
-        async with locks.hold(session_id, owner, wait_seconds=3, wait=True) as lease:
-            await lease.claim_with(_nothing)  # once the release has landed
+        lease = await locks.acquire(session_id, owner.id, wait_seconds=3, wait=True)
+        await store.first(lease, owner, session_id, "b", None)  # once the release has landed
+        await lease.end()
 
     task = asyncio.create_task(holder())
     await claimed.wait()
@@ -480,17 +488,18 @@ async def test_a_holder_cancelled_while_letting_go_frees_the_session(
     with pytest.raises(asyncio.CancelledError):
         await task
     await waiting
-    assert await _lease_and_reply(db, session_id) == (None, None)
+    assert (await _lease_and_reply(db, session_id))[0] is None
 
 
-async def _session_and_owner(client: AsyncClient, headers: Headers) -> tuple[str, str]:
+async def _session_and_owner(client: AsyncClient, headers: Headers) -> tuple[str, User]:
     session_id = await new_session(client, headers)
     owner = (await client.get(f"/api/sessions/{session_id}", headers=headers)).json()["user_id"]
-    return session_id, str(owner)
+    return session_id, User(id=str(owner), is_admin=False)
 
 
-async def _nothing(_db: AsyncSession) -> None:
-    return None
+def _locks_and_store(db: async_sessionmaker[AsyncSession]) -> tuple[TurnLocks, TurnStore]:
+    """A turn's lock and first write, as a replica of its own runs them."""
+    return TurnLocks(db.kw["bind"], lease_seconds=30), TurnStore(db, reserve=db)
 
 
 async def test_busy_session_rejects_or_times_out(

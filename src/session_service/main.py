@@ -95,18 +95,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stack.push_async_callback(workers.stop)
             mirror = await _start_ragflow(resolved, session_factory, stack)
             llm = build_chat_model(resolved)
-            locks = TurnLocks(
-                reserve,
-                session_factory,
-                lease_seconds=resolved.turn_lock_lease_seconds,
-                reserve=create_session_factory(reserve),
-            )
+            reserve_factory = create_session_factory(reserve)
             stack.push_async_callback(close_chat_model, llm)
             turns = ChatTurns(
                 resolved,
                 session_factory,
+                reserve_factory,
                 pool,
-                locks,
+                TurnLocks(reserve, lease_seconds=resolved.turn_lock_lease_seconds),
                 llm,
                 mirror,
             )
@@ -123,7 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 stack,
                 Repeating(
                     "orphaned-replies",
-                    functools.partial(recovery.interrupt_orphans, locks),
+                    functools.partial(recovery.interrupt_orphans, reserve_factory),
                     interval=resolved.turn_lock_lease_seconds,
                     run_at_start=True,
                 ),

@@ -5,22 +5,22 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from session_service.db.models import ChatSession, MessageStatus
 from session_service.db.repositories import MessageRepository, SessionRepository
-from session_service.db.turn_lock import TurnLocks
 from session_service.db.types import utcnow
 
 log = logging.getLogger(__name__)
 
 
-async def interrupt_orphans(locks: TurnLocks) -> int:
-    """Mark the replies whose turn's lease has expired as interrupted; how many."""
-    async with locks.reserve() as db:
+async def interrupt_orphans(reserve: async_sessionmaker[AsyncSession]) -> int:
+    """Mark the replies whose turn's lease has expired as interrupted; how many. On the
+    reserve pool: a busy process still finishes them."""
+    async with reserve() as db:
         orphans = await SessionRepository.from_session(db).orphaned_generations(utcnow())
     for session_id, message_id in orphans:
-        async with locks.reserve() as db, db.begin():
+        async with reserve() as db, db.begin():
             if await SessionRepository.from_session(db).clear_generating(session_id, message_id):
                 await mark_interrupted(db, message_id)
     if orphans:

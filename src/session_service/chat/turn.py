@@ -11,9 +11,8 @@ the LLM generates, and the turn lock keeps one turn per session at a time.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
@@ -31,7 +30,7 @@ from session_service.chat.history import Histories
 from session_service.chat.mirror import Mirror
 from session_service.chat.public import MessagePublic
 from session_service.chat.replies import Replies
-from session_service.chat.turn_store import Stored, TurnStore
+from session_service.chat.turn_store import TurnStore
 from session_service.config import Settings
 from session_service.db.models import ChatMessage, ChatSession
 from session_service.db.turn_lock import Lease, TurnLocks
@@ -47,6 +46,7 @@ class ChatTurns:
         self,
         settings: Settings,
         session_factory: async_sessionmaker[AsyncSession],
+        reserve: async_sessionmaker[AsyncSession],
         pool: AgentPool,
         locks: TurnLocks,
         llm: BaseChatModel,
@@ -59,7 +59,7 @@ class ChatTurns:
         self.mirror = mirror
         self.agents = Histories(settings, session_factory, pool)  # the routes' way to agents
         self.replies = Replies(session_factory)
-        self.store = TurnStore(session_factory, locks)
+        self.store = TurnStore(session_factory, reserve)
         self.admission = Admission(settings.max_concurrent_turns, settings.max_event_loop_lag_ms)
 
     # --- the public face -----------------------------------------------------------------
@@ -116,31 +116,27 @@ class ChatTurns:
         if_busy: Literal["wait", "reject"],
         stream: bool,
     ) -> Generation | TurnResult:
-        # The process lock is held by the reply's task until its reply is stored.
-        lock = contextlib.AsyncExitStack()
-        lease = await lock.enter_async_context(
-            self.locks.hold(
-                session_id,
-                user.id,
-                wait_seconds=self.settings.turn_lock_timeout_seconds,
-                wait=if_busy == "wait",
-            )
+        # Held by the reply's task until its reply is stored.
+        lease = await self.locks.acquire(
+            session_id,
+            user.id,
+            wait_seconds=self.settings.turn_lock_timeout_seconds,
+            wait=if_busy == "wait",
         )
-
-        def first_write(db: AsyncSession) -> Awaitable[tuple[ChatSession, Stored]]:
-            return self.store.first(db, user, session_id, content, client_message_id)
 
         stored_at = time.perf_counter()
         try:
-            row, stored = await lease.claim_with(first_write)
+            row, stored = await self.store.first(
+                lease, user, session_id, content, client_message_id
+            )
         except IntegrityError as exc:
-            await lock.aclose()
+            await lease.end()
             raise await self.store.why_changed(session_id) from exc
         except BaseException:
-            await lock.aclose()
+            await lease.end()
             raise
         if isinstance(stored, TurnResult):  # answered while this request waited for the lock
-            await lock.aclose()
+            await lease.end()
             return stored
         question, placeholder = stored
         metrics.TURN_PHASE_SECONDS.labels(Phase.DATABASE).observe(time.perf_counter() - stored_at)
@@ -151,7 +147,7 @@ class ChatTurns:
             MESSAGE_START,
             {"user_message": MessagePublic.of(question), "assistant_message_id": placeholder.id},
         )
-        reply = self._generate(generation, row, question, placeholder, lock, lease, stream)
+        reply = self._generate(generation, row, question, placeholder, lease, stream)
         self.replies.start(generation, reply, ended=self.admission.leave)
         return generation
 
@@ -163,37 +159,37 @@ class ChatTurns:
         row: ChatSession,
         question: ChatMessage,
         placeholder: ChatMessage,
-        lock: contextlib.AsyncExitStack,
         lease: Lease,
         stream: bool,
     ) -> None:
         parts: list[str] = []
-        async with lock:  # held until the reply is stored: the next turn sees it
-            try:
-                agent = await self.agents.pooled(row)
-                with self.pool.in_use(row.session_id):
-                    agent = await self.agents.caught_up(agent, row, question)
-                    with metrics.timed_phase(Phase.GROUNDING):
-                        grounded = await ground(self.mirror, row, question.content)
-                    meta: dict[str, Any] = {}
-                    with metrics.timed_phase(Phase.LLM):
-                        pieces = agent.reply(self.llm, grounded.text, stream=stream)
-                        timeout = self.settings.llm_timeout_seconds
-                        async for chunk in timed_pieces(pieces, timeout):
-                            if text := chunk.text:
-                                parts.append(text)
-                                generation.publish(DELTA, {"text": text})
-                            if chunk.response_metadata or chunk.usage_metadata:
-                                add_answer_metadata(meta, chunk)
-                    meta |= grounded.metadata
-                    with metrics.timed_phase(Phase.DATABASE):
-                        reply = await self.store.reply(
-                            lease, row.session_id, placeholder, "".join(parts), meta
-                        )
-                    agent.append(reply.seq, AIMessage(content=reply.content))
-                generation.succeed(
-                    TurnResult(question, reply, created=True),
-                    {"assistant_message": MessagePublic.of(reply)},
-                )
-            except Exception as exc:
-                generation.fail(await self.store.failed(row.session_id, placeholder, parts, exc))
+        try:
+            agent = await self.agents.pooled(row)
+            with self.pool.in_use(row.session_id):
+                agent = await self.agents.caught_up(agent, row, question)
+                with metrics.timed_phase(Phase.GROUNDING):
+                    grounded = await ground(self.mirror, row, question.content)
+                meta: dict[str, Any] = {}
+                with metrics.timed_phase(Phase.LLM):
+                    pieces = agent.reply(self.llm, grounded.text, stream=stream)
+                    timeout = self.settings.llm_timeout_seconds
+                    async for chunk in timed_pieces(pieces, timeout):
+                        if text := chunk.text:
+                            parts.append(text)
+                            generation.publish(DELTA, {"text": text})
+                        if chunk.response_metadata or chunk.usage_metadata:
+                            add_answer_metadata(meta, chunk)
+                meta |= grounded.metadata
+                with metrics.timed_phase(Phase.DATABASE):
+                    reply = await self.store.reply(
+                        lease, row.session_id, placeholder, "".join(parts), meta
+                    )
+                agent.append(reply.seq, AIMessage(content=reply.content))
+            generation.succeed(
+                TurnResult(question, reply, created=True),
+                {"assistant_message": MessagePublic.of(reply)},
+            )
+        except Exception as exc:
+            generation.fail(await self.store.failed(row.session_id, placeholder, parts, exc))
+        finally:  # the next turn sees the reply stored, or marked
+            await lease.end()

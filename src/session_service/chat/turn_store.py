@@ -4,10 +4,12 @@ generated when the reply fails; and the stored pair of a repeated `client_messag
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from session_service.auth import User
@@ -17,12 +19,13 @@ from session_service.chat.sessions import owned_session
 from session_service.db.contention import Busy, is_contention, retry_on_contention
 from session_service.db.models import ChatMessage, ChatSession, MessageStatus
 from session_service.db.repositories import MessageRepository, SessionRepository
-from session_service.db.turn_lock import Lease, TurnLocks
+from session_service.db.turn_lock import Lease
 from session_service.db.types import utcnow
 from session_service.errors import (
     Conflict,
     DatabaseUnavailable,
     ServiceError,
+    SessionBusy,
     SessionNotFound,
     UpstreamFailed,
 )
@@ -33,13 +36,54 @@ log = logging.getLogger(__name__)
 # and its answer's placeholder.
 Stored = TurnResult | tuple[ChatMessage, ChatMessage]
 
+# Polling a lease another replica's turn holds: from 10 ms, doubling, to 0.25 s apart.
+FIRST_POLL_SECONDS = 0.01
+MAX_POLL_SECONDS = 0.25
+
 
 class TurnStore:
-    def __init__(self, session_factory: async_sessionmaker[AsyncSession], locks: TurnLocks) -> None:
-        self.session_factory = session_factory
-        self.locks = locks
+    def __init__(
+        self,
+        session_factory: async_sessionmaker[AsyncSession],
+        reserve: async_sessionmaker[AsyncSession],
+    ) -> None:
+        self.session_factory = session_factory  # the first write: a new turn may wait, or fail
+        self.reserve = reserve  # what was generated is stored even by a busy process
 
     async def first(
+        self, lease: Lease, user: User, session_id: str, content: str, client_message_id: str | None
+    ) -> tuple[ChatSession, Stored]:
+        """The turn's first transaction, claiming its lease. While another replica's turn holds
+        it, polled until the lease's deadline: SessionBusy after that (Busy if what kept it out
+        last was another transaction holding the row, not a turn)."""
+        pause = FIRST_POLL_SECONDS
+        while True:
+            claimed = committing = contended = False
+            try:
+                async with self.session_factory() as db, db.begin():
+                    claimed = await lease.try_claim(db)
+                    if claimed:
+                        stored = await self._first(db, user, session_id, content, client_message_id)
+                        committing = True
+            except BaseException as exc:
+                if not (isinstance(exc, DBAPIError) and is_contention(exc)):
+                    if committing:  # did the commit happen after all? Unknown
+                        lease.may_have_claimed()
+                    raise
+                # Rolled back whole: another writer has the row. Poll again, as for a lease.
+                log.info(
+                    "contention on the turn lease session_id=%s reason=%s", session_id, exc.orig
+                )
+                contended = True
+            if committing and not contended:
+                lease.claimed()
+                return stored
+            if asyncio.get_running_loop().time() + pause > lease.deadline:
+                raise Busy() if contended else SessionBusy()
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, MAX_POLL_SECONDS)
+
+    async def _first(
         self,
         db: AsyncSession,
         user: User,
@@ -47,9 +91,9 @@ class TurnStore:
         content: str,
         client_message_id: str | None,
     ) -> tuple[ChatSession, Stored]:
-        """The turn's first transaction, under the lease's claim (which has locked the
-        session's row): the pair, if a repeat was answered while it waited for the lock; else
-        a reply left in progress marked interrupted, and the question with its placeholder."""
+        """Under the lease's claim (which has locked the session's row): the pair, if a repeat
+        was answered while it waited for the lock; else a reply left in progress marked
+        interrupted, and the question with its placeholder."""
         row = await owned_session(db, session_id, user)
         if client_message_id is not None:
             answered = await self.answered(db, session_id, client_message_id, content)
@@ -140,17 +184,33 @@ class TurnStore:
         assert placeholder.id is not None
         message_id, now = placeholder.id, utcnow()
 
-        async def store(db: AsyncSession) -> None:
+        await retry_on_contention(
+            lambda: self._reply(lease, session_id, message_id, content, meta, now),
+            "storing a reply",
+        )
+        placeholder.content, placeholder.meta, placeholder.timestamp = content, meta, now
+        return placeholder
+
+    async def _reply(
+        self,
+        lease: Lease,
+        session_id: str,
+        message_id: int,
+        content: str,
+        meta: dict[str, Any],
+        now: datetime,
+    ) -> None:
+        """One transaction: the answer stored and the lease let go (if it fails, the lease is
+        held until the turn's `Lease.end`)."""
+        async with self.reserve() as db, db.begin():
             # The session's row first, as every writer of its messages does (no deadlock).
             await SessionRepository.from_session(db).clear_generating(
                 session_id, message_id, updated_at=now
             )
             if not await MessageRepository.from_session(db).finish(message_id, content, meta, now):
                 raise SessionNotFound()  # deleted while the reply was generated
-
-        await retry_on_contention(lambda: lease.release_with(store), "storing a reply")
-        placeholder.content, placeholder.meta, placeholder.timestamp = content, meta, now
-        return placeholder
+            await lease.release_in(db)
+        lease.released()
 
     async def failed(
         self, session_id: str, placeholder: ChatMessage, parts: list[str], exc: Exception
@@ -182,7 +242,7 @@ class TurnStore:
         On the reserve pool: a busy process still stores what it generated."""
         message_id = placeholder.id
         assert message_id is not None
-        async with self.locks.reserve() as db, db.begin():
+        async with self.reserve() as db, db.begin():
             sessions = SessionRepository.from_session(db)
             if not await sessions.clear_generating(session_id, message_id):
                 return  # the session is gone, or another turn recovered the reply

@@ -6,10 +6,9 @@ last (the answer), and renewed in between, so it costs no transaction of its own
 connection is held while the turn runs; a crashed holder's lease simply expires. (The columns
 are `turn_lock_owner`, the holder's random token, and `turn_lock_expires_at`.)
 
-`claim_with` and `release_with` take the turn's write as a callback: the claim's polling and
-retries, and the reserve pool for the release, belong here, while what the turn writes in
-those transactions belongs to chat/; a callback is the one shape that puts both in one
-transaction without either layer knowing the other's statements.
+This module offers the statements (claim, renew, release) and the process's asyncio lock;
+the turn's transactions, and the polling of a claim another replica holds, are chat/'s
+(`chat.turn_store`).
 """
 
 from __future__ import annotations
@@ -18,27 +17,18 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TypeVar
 
 from sqlalchemy import bindparam, or_, select, update
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from session_service import metrics
-from session_service.db.contention import Busy, is_contention
 from session_service.db.models import SESSIONS
 from session_service.db.types import utcnow
 from session_service.errors import SessionBusy, SessionNotFound
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-FIRST_POLL_SECONDS = 0.01
-MAX_POLL_SECONDS = 0.25
 
 
 # Built once with bound parameters (see db.repositories). A lease is free when nobody holds
@@ -71,31 +61,21 @@ class _LocalLock:
 
 
 class TurnLocks:
-    def __init__(
-        self,
-        engine: AsyncEngine,
-        session_factory: async_sessionmaker[AsyncSession],
-        lease_seconds: float,
-        reserve: async_sessionmaker[AsyncSession] | None = None,
-    ) -> None:
-        # Renewals and releases are a single Core statement on plain connections of `engine`,
-        # the reserve's: a busy pool must not lose a running turn its lease.
+    def __init__(self, engine: AsyncEngine, lease_seconds: float) -> None:
+        # Renewals and releases of their own are a single Core statement on plain connections
+        # of `engine`, the reserve's: a busy pool must not lose a running turn its lease.
         self._engine = engine
-        self.session_factory = session_factory  # claims: a new turn may wait, or give up
-        self.reserve = reserve or session_factory  # the turn's last write, recovery
         self._lease = timedelta(seconds=lease_seconds)
         self._local: dict[str, _LocalLock] = {}
         # Leases this process may have left behind (the database was down): its own to take again.
         self.unreleased: dict[str, set[str]] = {}
 
-    @contextlib.asynccontextmanager
-    async def hold(
+    async def acquire(
         self, session_id: str, user_id: str, *, wait_seconds: float, wait: bool
-    ) -> AsyncIterator[Lease]:
-        """This process's turn on `user_id`'s session for the block: SessionBusy if it cannot be
-        had in time. The lease across replicas is then claimed with `Lease.claim_with`."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + (wait_seconds if wait else 0)
+    ) -> Lease:
+        """This process's turn on `user_id`'s session, until `Lease.end`: SessionBusy if it
+        cannot be had in time. The lease across replicas is then claimed with `try_claim`."""
+        deadline = asyncio.get_running_loop().time() + (wait_seconds if wait else 0)
         local = self._local.setdefault(session_id, _LocalLock())
         local.users += 1
         try:
@@ -106,18 +86,15 @@ class TurnLocks:
                     await local.lock.acquire()
             except TimeoutError:
                 raise SessionBusy() from None
-            try:
-                lease = Lease(self, session_id, user_id, deadline)
-                try:
-                    yield lease
-                finally:
-                    await asyncio.shield(lease.end())  # never cut a release in half
-            finally:
-                local.lock.release()  # even if cancelled while waiting for the release
-        finally:
-            local.users -= 1
-            if local.users == 0:
-                del self._local[session_id]
+        except BaseException:
+            self._leave(session_id, local)
+            raise
+        return Lease(self, session_id, user_id, deadline, local)
+
+    def _leave(self, session_id: str, local: _LocalLock) -> None:
+        local.users -= 1
+        if local.users == 0:
+            del self._local[session_id]
 
     async def try_claim(self, db: AsyncSession, session_id: str, user_id: str, token: str) -> bool:
         """Claim the lease in `db`'s transaction (locking the session's row until it ends);
@@ -177,79 +154,62 @@ class TurnLocks:
 
 
 class Lease:
-    """The turn's lease on the session's row, from `claim_with` until `release_with` (or the
-    end of `TurnLocks.hold`)."""
+    """The turn's lease on the session's row. The turn's transactions are opened by chat/; this
+    offers the statements in them: `try_claim` in the first write's (then `claimed`, or
+    `may_have_claimed` if its commit's outcome is unknown), `release_in` in the last write's
+    (then `released`). It is handed from the request to the reply's task, which calls `end`."""
 
-    def __init__(self, locks: TurnLocks, session_id: str, user_id: str, deadline: float) -> None:
+    def __init__(
+        self, locks: TurnLocks, session_id: str, user_id: str, deadline: float, local: _LocalLock
+    ) -> None:
         self._locks = locks
+        self._local = local
         self._session_id = session_id
         self._user_id = user_id
-        self._deadline = deadline
+        self.deadline = deadline  # in the event loop's time: a claim may be polled until then
         self._token = uuid.uuid4().hex
         self._claimed = False
         self._done = asyncio.Event()
         self._renewer: asyncio.Task[None] | None = None
+        self._ended = False
 
-    async def claim_with(self, then: Callable[[AsyncSession], Awaitable[T]]) -> T:
-        """Claim the lease and run `then` in the same transaction: both happen or neither.
+    async def try_claim(self, db: AsyncSession) -> bool:
+        """Claim the lease in `db`'s transaction: False while another turn holds it."""
+        return await self._locks.try_claim(db, self._session_id, self._user_id, self._token)
 
-        While another replica holds it, polls until the deadline (SessionBusy after that, or
-        Busy if what kept it out last was another transaction holding the row, not a turn).
-        """
-        loop = asyncio.get_running_loop()
-        pause = FIRST_POLL_SECONDS
-        while True:
-            claimed = committing = contended = False
-            try:
-                async with self._locks.session_factory() as db, db.begin():
-                    claimed = await self._locks.try_claim(
-                        db, self._session_id, self._user_id, self._token
-                    )
-                    if claimed:
-                        result = await then(db)
-                        committing = True
-            except DBAPIError as exc:
-                if not is_contention(exc):  # the database may be down: see below
-                    self._forget_if(committing)
-                    raise
-                # Rolled back whole: another writer has the row. Poll again, as for a lease.
-                log.info(
-                    "contention on the turn lease session_id=%s reason=%s",
-                    self._session_id,
-                    exc.orig,
-                )
-                contended = True
-            except BaseException:
-                self._forget_if(committing)
-                raise
-            if claimed:
-                break
-            if loop.time() + pause > self._deadline:
-                raise Busy() if contended else SessionBusy()
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, MAX_POLL_SECONDS)
+    def claimed(self) -> None:
+        """The claim's transaction committed: renew the lease until it is let go."""
         self._claimed = True
         self._locks.unreleased.pop(self._session_id, None)
         self._renewer = asyncio.create_task(
             self._locks.renew_until(self._done, self._session_id, self._token)
         )
-        return result
 
-    async def release_with(self, then: Callable[[AsyncSession], Awaitable[T]]) -> T:
-        """Run `then` and let the lease go in one transaction; if it fails, the lease is held
-        until the end of `TurnLocks.hold`."""
+    def may_have_claimed(self) -> None:
+        """The claim's commit failed without saying whether it happened: ours to take again."""
+        self._locks.unreleased.setdefault(self._session_id, set()).add(self._token)
+
+    async def release_in(self, db: AsyncSession) -> None:
+        """Let the lease go in `db`'s transaction (call `released` once it has committed)."""
         await self._stop_renewing()
-        async with self._locks.reserve() as db, db.begin():
-            result = await then(db)
-            await db.execute(_RELEASE, {"key": self._session_id, "token": self._token})
-        self._claimed = False
-        return result
+        await db.execute(_RELEASE, {"key": self._session_id, "token": self._token})
 
-    def _forget_if(self, committing: bool) -> None:
-        if committing:  # the commit may have happened after all: ours to take again
-            self._locks.unreleased.setdefault(self._session_id, set()).add(self._token)
+    def released(self) -> None:
+        self._claimed = False
 
     async def end(self) -> None:
+        """The turn is over: let go of the lease if it is still claimed (in a transaction of
+        its own), then of the process's lock. Once; a second call does nothing."""
+        if self._ended:
+            return
+        self._ended = True
+        try:
+            await asyncio.shield(self._let_go())  # never cut a release in half
+        finally:  # even if cancelled while waiting for the release
+            self._local.lock.release()
+            self._locks._leave(self._session_id, self._local)
+
+    async def _let_go(self) -> None:
         await self._stop_renewing()
         if self._claimed:
             self._claimed = False

@@ -51,7 +51,7 @@ from session_service.chat.turn import ChatTurns
 from session_service.config import Settings
 from session_service.db.engine import create_engine, create_session_factory
 from session_service.db.turn_lock import TurnLocks
-from session_service.llm.factory import build_chat_model
+from session_service.llm.factory import build_chat_model, close_chat_model
 from session_service.llm.offline import OfflineChatModel
 from tests.fakes.openai import FakeLLM
 
@@ -245,6 +245,7 @@ async def llm_call_cpu(llm_url: str) -> dict[str, float]:
             for _ in range(LLM_CALLS):
                 await call()
             figures[name] = (time.process_time() - started) * 1000 / LLM_CALLS
+    await close_chat_model(ours)
     return figures
 
 

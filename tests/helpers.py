@@ -11,8 +11,10 @@ from typing import Any
 
 import httpx
 import pymysql
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col
 
 from session_service.auth import mint_token
 from session_service.db.models import ChatMessage
@@ -107,29 +109,39 @@ async def answered(
 async def add_messages(
     db: async_sessionmaker[AsyncSession], session_id: str, contents: list[str]
 ) -> None:
-    """Store messages the way a turn does: consecutive `seq`, counted on the session row."""
+    """Store messages the way turns do: on the active leaf, with consecutive `seq`, counted
+    on the session row, the last one the new active leaf."""
     async with db() as session:
         row = await SessionRepository.from_session(session).get(session_id)
         assert row is not None
+        parent = row.active_message_id
         for offset, content in enumerate(contents, start=1):
             seq = row.message_count + offset
             role = "user" if seq % 2 else "assistant"
-            await MessageRepository.from_session(session).insert(
-                ChatMessage(session_id=session_id, seq=seq, role=role, content=content)
+            message = await MessageRepository.from_session(session).insert(
+                ChatMessage(
+                    session_id=session_id, seq=seq, parent_id=parent, role=role, content=content
+                )
             )
-        await SessionRepository.from_session(session).record_messages(
-            session_id, len(contents), utcnow()
-        )
+            parent = message.id
+        sessions = SessionRepository.from_session(session)
+        await sessions.record_messages(session_id, len(contents), utcnow())
+        await sessions.set_active(session_id, parent)
         await session.commit()
 
 
 async def stored(
     db: async_sessionmaker[AsyncSession], session_id: str
 ) -> list[tuple[int, str, str]]:
-    """(seq, role, content) of every stored message of the session, in order."""
+    """(seq, role, content) of every stored message of the session, on every branch, in the
+    order they were made."""
     async with db() as session:
-        rows = await MessageRepository.from_session(session).after(session_id, 0)
-    return [(m.seq, m.role, m.content) for m in rows]
+        rows = await session.scalars(
+            select(ChatMessage)
+            .where(col(ChatMessage.session_id) == session_id)
+            .order_by(col(ChatMessage.seq))
+        )
+        return [(m.seq, m.role, m.content) for m in rows]
 
 
 def conversation(call: dict[str, Any]) -> list[tuple[str, str]]:

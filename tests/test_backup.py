@@ -90,3 +90,87 @@ async def test_one_session_and_a_broken_file(
     failed = cli(["import", str(broken)], sqlite_url, tmp_path)
     assert failed.returncode == 2
     assert "line 4 is not JSON" in failed.stderr
+
+
+async def test_the_tree_and_the_active_leaf_survive_a_round_trip(
+    client: AsyncClient, migrated_url: str, tmp_path: Path
+) -> None:
+    grace = auth(f"grace-{uuid.uuid4().hex[:8]}")
+    session_id = (await client.post("/api/sessions", json={}, headers=grace)).json()["session_id"]
+    turns = f"/api/sessions/{session_id}/messages"
+    first = (await client.post(turns, json={"content": "one"}, headers=grace)).json()
+    second = (await client.post(turns, json={"content": "two"}, headers=grace)).json()
+    answer_one = first["assistant_message"]["id"]
+    await client.post(turns, json={"content": "two'", "parent_id": answer_one}, headers=grace)
+    await client.patch(  # back to the first branch: the active leaf is not the newest message
+        f"/api/sessions/{session_id}",
+        json={"active_message_id": second["user_message"]["id"]},
+        headers=grace,
+    )
+    shown = (await client.get(f"/api/sessions/{session_id}", headers=grace)).json()
+    assert shown["active_message_id"] == second["assistant_message"]["id"]
+    out = tmp_path / "tree.jsonl"
+    exported = cli(["export", "--session", session_id, "--out", str(out)], migrated_url, tmp_path)
+    assert "exported 1 sessions, 6 messages" in exported.stderr
+    records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert records[0]["format"] == "session-service/2"
+    assert records[0]["active_message_id"] == shown["active_message_id"]
+    parents = {r["id"]: r["parent_id"] for r in records[1:]}
+    assert list(parents.values()).count(answer_one) == 2  # two questions under it
+
+    sqlite_url = f"sqlite+aiosqlite:///{tmp_path / 'tree.db'}"
+    assert cli(["migrate"], sqlite_url, tmp_path).returncode == 0
+    assert cli(["import", str(out)], sqlite_url, tmp_path).returncode == 0
+    copy = tmp_path / "copy.jsonl"
+    assert cli(["export", "--out", str(copy)], sqlite_url, tmp_path).returncode == 0
+    assert copy.read_text(encoding="utf-8") == out.read_text(encoding="utf-8")
+
+
+async def test_a_first_format_file_imports_as_one_branch(
+    client: AsyncClient, migrated_url: str, tmp_path: Path
+) -> None:
+    heidi = auth(f"heidi-{uuid.uuid4().hex[:8]}")
+    session_id = (await client.post("/api/sessions", json={}, headers=heidi)).json()["session_id"]
+    for content in ("one", "two"):
+        await client.post(
+            f"/api/sessions/{session_id}/messages", json={"content": content}, headers=heidi
+        )
+    out = tmp_path / "new.jsonl"
+    cli(["export", "--session", session_id, "--out", str(out)], migrated_url, tmp_path)
+    old = []  # as the first format wrote it: no tree, no feedback
+    for line in out.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        for name in ("active_message_id", "parent_id", "feedback"):
+            record.pop(name, None)
+        if record["type"] == "session":
+            record["format"] = "session-service/1"
+        old.append(json.dumps(record))
+    v1 = tmp_path / "v1.jsonl"
+    v1.write_text("\n".join(old) + "\n", encoding="utf-8")
+    sqlite_url = f"sqlite+aiosqlite:///{tmp_path / 'v1.db'}"
+    assert cli(["migrate"], sqlite_url, tmp_path).returncode == 0
+    imported = cli(["import", str(v1)], sqlite_url, tmp_path)
+    assert "imported 1 sessions, 4 messages" in imported.stderr, imported.stderr
+    copy = tmp_path / "copy.jsonl"
+    assert cli(["export", "--out", str(copy)], sqlite_url, tmp_path).returncode == 0
+    assert copy.read_text(encoding="utf-8") == out.read_text(encoding="utf-8")
+
+
+async def test_an_import_refuses_a_parent_that_is_not_an_earlier_message(
+    client: AsyncClient, migrated_url: str, tmp_path: Path
+) -> None:
+    ivan = auth(f"ivan-{uuid.uuid4().hex[:8]}")
+    session_id = (await client.post("/api/sessions", json={}, headers=ivan)).json()["session_id"]
+    await client.post(f"/api/sessions/{session_id}/messages", json={"content": "x"}, headers=ivan)
+    out = tmp_path / "one.jsonl"
+    cli(["export", "--session", session_id, "--out", str(out)], migrated_url, tmp_path)
+    records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    records[1]["parent_id"] = records[2]["id"]  # the question under its own answer
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    sqlite_url = f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"
+    assert cli(["migrate"], sqlite_url, tmp_path).returncode == 0
+    failed = cli(["import", str(broken)], sqlite_url, tmp_path)
+    assert failed.returncode == 2
+    assert "is not an earlier message of the session" in failed.stderr
+    assert "imported" not in failed.stderr

@@ -115,7 +115,7 @@ RAGFLOW_OPERATIONS = (
 )
 KNOWN_SERIES = {
     "session_turn_phase_seconds_count": labelled(phase=("database", "grounding", "llm")),
-    "session_llm_call_seconds_count": labelled(outcome=("ok", "error")),
+    "session_llm_call_seconds_count": labelled(outcome=("ok", "error", "stopped")),
     "session_llm_errors_total": labelled(kind=("timeout", "http_status", "connection", "other")),
     "session_ragflow_call_seconds_count": labelled(
         operation=RAGFLOW_OPERATIONS, outcome=("ok", "error")
@@ -134,6 +134,7 @@ KNOWN_SERIES = {
     ),
     "session_agents_released_total": labelled(reason=("idle", "manual", "deleted")),
     "session_turn_lease_renewals_total": labelled(outcome=("renewed", "failed", "lost")),
+    "session_feedback_total": labelled(rating=("up", "down")),
 }
 
 
@@ -152,7 +153,7 @@ def test_every_family_and_known_series_is_exported_from_the_start(
         if isinstance(family, MetricWrapperBase)
         for described in family.describe()
     }
-    assert len(families) == 18
+    assert len(families) == 19
     assert families <= {family.name for family in exported}
     for name, known in KNOWN_SERIES.items():
         series = {

@@ -267,7 +267,7 @@ def test_agent_history_stays_within_its_token_budget() -> None:
     small.token_budget = 50
     for seq in range(1, 101):
         small.append(seq, HumanMessage(content="word " * 10))
-    assert small.last_seq == 100
+    assert small.leaf_id == 100
     assert 2 <= small.message_count <= 5
     with pytest.raises(ValueError, match="not after"):
         small.append(100, HumanMessage(content="again"))

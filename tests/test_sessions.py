@@ -22,6 +22,7 @@ SESSION_FIELDS = {
     "context",
     "ragflow_session_id",
     "message_count",
+    "active_message_id",
     "agent_active",
 }
 
@@ -233,10 +234,13 @@ async def test_read_returns_the_latest_messages_oldest_first(
     assert set(full["messages"][0]) == {
         "id",
         "session_id",
+        "parent_id",
+        "sibling_ids",
         "role",
         "content",
         "timestamp",
         "metadata",
+        "feedback",
     }
 
     latest = (

@@ -13,15 +13,21 @@ from tests.conftest import serve_app
 from tests.helpers import auth
 
 
-async def test_sessions_and_a_turn_on_sqlite(
-    make_settings: Callable[..., Settings], tmp_path: Path
-) -> None:
+async def _migrated(make_settings: Callable[..., Settings], tmp_path: Path) -> Settings:
+    """Settings for a new SQLite database, migrated."""
     settings = make_settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'sessions.db'}")
     engine = create_engine(settings)
     try:
         await upgrade_to_head(engine)
     finally:
         await engine.dispose()
+    return settings
+
+
+async def test_sessions_and_a_turn_on_sqlite(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = await _migrated(make_settings, tmp_path)
     headers = auth("sqlite-user")
     async with serve_app(settings) as client:
         created = await client.post("/api/sessions", headers=headers)
@@ -45,3 +51,52 @@ async def test_sessions_and_a_turn_on_sqlite(
         assert (await client.delete(path, headers=headers)).status_code == 204
         assert (await client.get(path, headers=headers)).status_code == 404
         assert (await client.delete(path, headers=headers)).status_code == 404
+
+
+async def test_the_tree_on_sqlite(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    """Edit, switch, regenerate, fork, feedback and paging: the recursive queries on SQLite."""
+    settings = await _migrated(make_settings, tmp_path)
+    headers = auth("sqlite-tree")
+    async with serve_app(settings) as client:
+        session_id = (await client.post("/api/sessions", headers=headers)).json()["session_id"]
+        path = f"/api/sessions/{session_id}"
+        first = (
+            await client.post(f"{path}/messages", json={"content": "a"}, headers=headers)
+        ).json()
+        second = (
+            await client.post(f"{path}/messages", json={"content": "b"}, headers=headers)
+        ).json()
+        answer = first["assistant_message"]["id"]
+        edit = await client.post(
+            f"{path}/messages", json={"content": "b2", "parent_id": answer}, headers=headers
+        )
+        assert edit.json()["user_message"]["sibling_ids"] == [
+            second["user_message"]["id"],
+            edit.json()["user_message"]["id"],
+        ]
+        regenerated = await client.post(
+            f"{path}/messages/{edit.json()['assistant_message']['id']}/regenerate", headers=headers
+        )
+        assert regenerated.status_code == 201, regenerated.text
+        switched = await client.patch(
+            path, json={"active_message_id": second["user_message"]["id"]}, headers=headers
+        )
+        assert switched.json()["active_message_id"] == second["assistant_message"]["id"]
+        page = (await client.get(f"{path}/messages", params={"limit": 2}, headers=headers)).json()
+        assert page["items"][0]["content"] == "b"
+        older = (
+            await client.get(
+                f"{path}/messages", params={"before": page["next_cursor"]}, headers=headers
+            )
+        ).json()
+        assert [m["content"] for m in older["items"]] == [
+            "a",
+            first["assistant_message"]["content"],
+        ]
+        rated = await client.put(
+            f"{path}/messages/{answer}/feedback", json={"rating": "up"}, headers=headers
+        )
+        assert rated.json()["feedback"]["rating"] == "up"
+        forked = await client.post(f"{path}/fork", json={"message_id": answer}, headers=headers)
+        assert forked.json()["message_count"] == 2
+        assert (await client.delete(path, headers=headers)).status_code == 204

@@ -1,51 +1,40 @@
 """Backup and restore: sessions with their messages as JSON Lines.
 
-A session's line comes first, then one line per message in order. Export reads in pages, so
-memory stays flat whatever the size; import restores ids, order and timestamps, and
-importing the same file again changes nothing.
+A session's line comes first (with its active leaf), then one line per message in the order
+they were made (with its parent and its feedback). Export reads in pages, so memory stays
+flat whatever the size; import restores ids, the tree, order and timestamps, and importing the
+same file again changes nothing. A file of the first format (no tree) imports as one branch.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tqdm import tqdm
 
+from session_service.backup_lines import (
+    FORMAT,
+    MESSAGE_FIELDS,
+    SESSION_FIELDS,
+    BackupError,
+    feedback_row,
+    read,
+)
 from session_service.db.backup import BackupRepository
+from session_service.db.feedback import FeedbackRepository
 from session_service.db.models import (
-    SESSION_ID_PATTERN,
-    TITLE_LENGTH,
     ChatMessage,
     ChatSession,
+    MessageFeedback,
 )
-from session_service.json_input import loads_strict
 
-FORMAT = "session-service/1"
 SESSIONS_PER_PAGE = 100
 MESSAGES_PER_PAGE = 500
-SESSION_FIELDS = (
-    "session_id",
-    "user_id",
-    "title",
-    "context",
-    "ragflow_session_id",
-    "created_at",
-    "updated_at",
-)
-MESSAGE_FIELDS = ("id", "seq", "role", "content", "timestamp", "client_message_id")
-_FIELDS = {"session": SESSION_FIELDS, "message": MESSAGE_FIELDS}
-_TIMESTAMPS = {"session": ("created_at", "updated_at"), "message": ("timestamp",)}
-
-
-class BackupError(Exception):
-    """The file cannot be imported as it is; nothing of the session in question was written."""
 
 
 @dataclass
@@ -86,8 +75,10 @@ async def export(
 async def _export_messages(backups: BackupRepository, out: IO[str], session_id: str) -> int:
     written, after_seq = 0, 0
     while page := await backups.messages_after(session_id, after_seq, MESSAGES_PER_PAGE):
+        feedback = await FeedbackRepository(backups.db).of([m.id for m in page if m.id])
         for message in page:
-            _write(out, {"type": "message", "session_id": session_id, **_message_fields(message)})
+            fields = _message_fields(message, feedback.get(message.id or 0))
+            _write(out, {"type": "message", "session_id": session_id, **fields})
             written += 1
         after_seq = page[-1].seq
         backups.db.expunge_all()
@@ -101,7 +92,7 @@ async def restore(
     counts = Counts()
     with path.open(encoding="utf-8") as lines, tqdm(unit="session", disable=not progress) as bar:
         try:
-            for session, messages in _read(lines):
+            for session, messages in read(lines):
                 async with session_factory() as db, db.begin():
                     await _restore_session(
                         BackupRepository.from_session(db), session, messages, counts
@@ -127,10 +118,20 @@ async def _restore_session(
         await backups.add_session({**values, **chat, "message_count": 0})
         counts.sessions += 1
     added = False
+    known: set[int] = set()  # the session's messages so far, in the file
+    last: int | None = None
     for chunk in _chunks(messages, MESSAGES_PER_PAGE):
         stored = await backups.existing_messages([m["id"] for m in chunk])
-        new = []
+        new, feedback = [], []
         for message in chunk:
+            parent = message.get("parent_id", last)  # the first format has none
+            if parent is not None and parent not in known:
+                raise BackupError(
+                    f"message {message['id']} of session {session_id}: parent_id {parent} is "
+                    "not an earlier message of the session"
+                )
+            known.add(message["id"])
+            last = message["id"]
             place = (session_id, message["seq"])
             if message["id"] in stored:
                 if stored[message["id"]] != place:
@@ -140,84 +141,17 @@ async def _restore_session(
                     )
                 counts.skipped_messages += 1
                 continue
-            new.append(_message_row(session_id, message))
+            new.append(_message_row(session_id, message, parent))
+            if message.get("feedback") is not None:
+                feedback.append(feedback_row(session, message))
         if new:
             await backups.add_messages(new)
+            await backups.add_feedback(feedback)
             counts.messages += len(new)
             added = True
     if added:
-        await backups.recount(session_id)
-
-
-def _read(lines: IO[str]) -> Iterator[tuple[dict[str, Any], Iterator[dict[str, Any]]]]:
-    """(session, its messages) in file order; the messages are read as they are consumed."""
-    pending: dict[str, Any] | None = None
-    numbered = enumerate(lines, start=1)
-
-    def messages_of(session_id: str) -> Iterator[dict[str, Any]]:
-        nonlocal pending
-        for number, line in numbered:
-            record = _parse(number, line)
-            if record["type"] == "session":
-                pending = record
-                return
-            if record.get("session_id") != session_id:
-                raise BackupError(f"line {number}: a message of another session in {session_id}")
-            yield record
-
-    for number, line in numbered:
-        pending = _parse(number, line)
-        break
-    while pending is not None:
-        session, pending = pending, None
-        if session.get("type") != "session" or session.get("format") != FORMAT:
-            raise BackupError(f"not a {FORMAT} backup, or a message before its session")
-        messages = messages_of(session["session_id"])
-        yield session, messages
-        for _ in messages:  # whatever the caller did not consume
-            pass
-
-
-def _parse(number: int, line: str) -> dict[str, Any]:
-    try:
-        record = loads_strict(line.encode())
-    except ValueError as exc:
-        raise BackupError(f"line {number} is not JSON the service can store: {exc}") from None
-    if not isinstance(record, dict) or record.get("type") not in ("session", "message"):
-        raise BackupError(f"line {number} is not a session or a message")
-    kind = record["type"]
-    missing = [name for name in _FIELDS[kind] if name not in record]
-    if missing:
-        raise BackupError(f"line {number}: a {kind} without {', '.join(missing)}")
-    for name in _TIMESTAMPS[kind]:
-        record[name] = _timestamp(number, name, record[name])
-    if kind == "session":
-        _check_session(number, record)
-    return record
-
-
-def _check_session(number: int, record: dict[str, Any]) -> None:
-    """What the API would refuse, refused here too: no route could reach such a session."""
-    session_id, title = record["session_id"], record["title"]
-    if not isinstance(session_id, str) or not re.fullmatch(SESSION_ID_PATTERN, session_id):
-        raise BackupError(f"line {number}: session_id {session_id!r} is not 1-64 of [A-Za-z0-9_-]")
-    if not isinstance(title, str) or not title.strip() or len(title) > TITLE_LENGTH:
-        raise BackupError(f"line {number}: title must be 1-{TITLE_LENGTH} characters, not blank")
-    for name in ("ragflow_session_id", "ragflow_chat_id"):  # the second: not in older backups
-        value = record.get(name)
-        if value is not None and not (isinstance(value, str) and 0 < len(value) <= 64):
-            raise BackupError(f"line {number}: {name} must be null or 1-64 characters")
-
-
-def _timestamp(number: int, name: str, value: Any) -> datetime:
-    """Checked here, so a bad one stops the import with its line number, before any write."""
-    try:
-        stamp = datetime.fromisoformat(value)
-    except (TypeError, ValueError):
-        raise BackupError(f"line {number}: {name} is not an ISO 8601 time: {value!r}") from None
-    if stamp.tzinfo is None:
-        raise BackupError(f"line {number}: {name} has no time zone: {value!r}")
-    return stamp
+        active = session.get("active_message_id")
+        await backups.recount(session_id, active if active in known else last)
 
 
 def _chunks(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
@@ -234,22 +168,32 @@ def _chunks(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[st
 def _session_fields(row: ChatSession) -> dict[str, Any]:
     fields = {name: getattr(row, name) for name in SESSION_FIELDS}
     fields["ragflow_chat_id"] = row.ragflow_chat_id
+    fields["active_message_id"] = row.active_message_id
     fields["created_at"] = row.created_at.isoformat()
     fields["updated_at"] = row.updated_at.isoformat()
     return fields
 
 
-def _message_fields(row: ChatMessage) -> dict[str, Any]:
+def _message_fields(row: ChatMessage, feedback: MessageFeedback | None) -> dict[str, Any]:
     fields = {name: getattr(row, name) for name in MESSAGE_FIELDS}
+    fields["parent_id"] = row.parent_id
     fields["timestamp"] = row.timestamp.isoformat()
     fields["metadata"] = row.meta
+    fields["feedback"] = None
+    if feedback is not None:
+        fields["feedback"] = {
+            "rating": feedback.rating,
+            "comment": feedback.comment,
+            "at": feedback.at.isoformat(),
+        }
     return fields
 
 
-def _message_row(session_id: str, message: dict[str, Any]) -> dict[str, Any]:
+def _message_row(session_id: str, message: dict[str, Any], parent: int | None) -> dict[str, Any]:
     row = {name: message[name] for name in MESSAGE_FIELDS}
     row["meta"] = message.get("metadata") or {}
     row["session_id"] = session_id
+    row["parent_id"] = parent
     return row
 
 

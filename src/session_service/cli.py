@@ -21,7 +21,8 @@ from sqlalchemy.exc import ArgumentError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from session_service.auth import MAX_USER_ID_LENGTH, is_valid_user_id, mint_token
-from session_service.backup import BackupError, Counts, export, restore
+from session_service.backup import Counts, export, restore
+from session_service.backup_lines import BackupError
 from session_service.config import ConfigError, Settings, load_settings
 from session_service.db.engine import create_engine, create_session_factory, database_url
 from session_service.db.migrate import schema_revisions, upgrade_to_head

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from session_service.agents.pool import AgentPool
 from session_service.agents.workers import Workers
+from session_service.api.cursors import MAX_POSITION
 from session_service.auth import DEV_USER, TokenVerifier, User
 from session_service.chat.mirror import Mirror
 from session_service.chat.sessions import owned_session
@@ -115,6 +116,7 @@ AdminUser = Annotated[User, Depends(get_admin)]
 SessionIdPath = Annotated[
     str, Path(pattern=SESSION_ID_PATTERN, description="The session's id", examples=["a1b2c3"])
 ]
+MessageIdPath = Annotated[int, Path(ge=1, le=MAX_POSITION, description="An assistant message's id")]
 
 
 async def get_owned_session(

@@ -79,5 +79,19 @@ class SessionBusy(Conflict):
 
     code = "session_busy"
 
+    def __init__(
+        self, detail: str = "another turn is running on this session; try again when it ends"
+    ) -> None:
+        super().__init__(detail)
+
+
+class StopPending(ServiceError):
+    """The replica generating a reply did not store it, stopped, in time."""
+
+    status_code = 503
+    code = "stop_pending"
+
     def __init__(self) -> None:
-        super().__init__("another turn is running on this session; try again when it ends")
+        super().__init__(
+            "the reply was asked to stop but its replica has not stored it yet; ask again"
+        )

@@ -30,10 +30,11 @@ from session_service import __version__
 from session_service.agents.pool import AgentPool
 from session_service.agents.sweeper import sweep_once
 from session_service.agents.workers import Workers
-from session_service.api import agents, audit, health, metrics, sessions, turns
+from session_service.api import agents, audit, feedback, health, metrics, sessions, turns
 from session_service.background import Repeating
 from session_service.chat import recovery
 from session_service.chat.mirror import Mirror
+from session_service.chat.stopping import STOP_POLL_SECONDS
 from session_service.chat.turn import ChatTurns
 from session_service.config import Settings, load_settings
 from session_service.db.contention import UNAVAILABLE, Busy, is_contention, is_refused_value
@@ -44,7 +45,7 @@ from session_service.errors import DatabaseUnavailable, InvalidInput, ServiceErr
 from session_service.llm.factory import build_chat_model, close_chat_model
 from session_service.logs import configure_logging
 from session_service.metrics import HTTP_REQUESTS
-from session_service.middleware import BodyLimit
+from session_service.middleware import BodyLimit, PageHeaders
 from session_service.ragflow.client import RagflowClient, new_http_client
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     run_at_start=True,
                 ),
             )
+            _run_in_background(
+                stack, Repeating("reply-stops", turns.stops.watch, interval=STOP_POLL_SECONDS)
+            )
             stack.push_async_callback(turns.close, SHUTDOWN_GRACE_SECONDS)
             watching = asyncio.create_task(turns.admission.watch(), name="event-loop-lag")
             stack.callback(watching.cancel)
@@ -150,6 +154,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(PageHeaders)
     if resolved.cors_allow_origins:  # a preflight answered here gets its X-Request-ID
         app.add_middleware(
             CORSMiddleware,
@@ -173,6 +178,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sessions.router)
     app.include_router(turns.router)
     app.include_router(audit.router)
+    app.include_router(feedback.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)

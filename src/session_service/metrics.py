@@ -21,6 +21,8 @@ from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_fastapi_instrumentator import metrics as http_metrics
 
+from session_service.db.models import Rating
+
 Family = TypeVar("Family", bound=MetricWrapperBase)
 
 
@@ -44,6 +46,12 @@ class Phase(StrEnum):
 class Outcome(StrEnum):
     OK = "ok"
     ERROR = "error"
+
+
+class LlmOutcome(StrEnum):
+    OK = "ok"
+    ERROR = "error"
+    STOPPED = "stopped"  # a user stopped the reply
 
 
 class LlmErrorKind(StrEnum):
@@ -96,7 +104,7 @@ LLM_CALL_SECONDS = _at_zero(
     Histogram(
         "session_llm_call_seconds", "LLM calls, from the request to the last chunk", ["outcome"]
     ),
-    Outcome,
+    LlmOutcome,
 )
 LLM_ERRORS = _at_zero(
     Counter("session_llm_errors_total", "Failed LLM calls by kind", ["kind"]), LlmErrorKind
@@ -138,6 +146,9 @@ TURN_LEASE_RENEWALS = _at_zero(
         ["outcome"],
     ),
     LeaseRenewal,
+)
+FEEDBACK = _at_zero(
+    Counter("session_feedback_total", "Ratings given to answers, by rating", ["rating"]), Rating
 )
 AGENTS_ACTIVE = Gauge("session_agents_active", "Agents held in memory", multiprocess_mode="livesum")
 AGENTS_MAX = Gauge(

@@ -44,3 +44,37 @@ class BodyLimit:
     @property
     def _detail(self) -> str:
         return f"the body is over {self.max_bytes} bytes"
+
+
+# The chat page runs only its own files: no inline script, nothing from another origin, and no
+# framing (clickjacking). Swagger UI at /docs loads from a CDN, so this is for the page alone.
+PAGE_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        b"connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+        b"frame-ancestors 'none'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+]
+
+
+class PageHeaders:
+    """PAGE_HEADERS on the chat page (`/`) and its files (`/static/`)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not (path == "/" or path.startswith("/static/")):
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *PAGE_HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)

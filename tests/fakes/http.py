@@ -60,6 +60,8 @@ Handler = Callable[[Request], Awaitable[Reply | Stream]]
 class FakeServer:
     handler: Handler
     requests: list[Request] = field(default_factory=list)
+    # streamed answers whose client closed the connection before their end
+    cut_short: list[Request] = field(default_factory=list)
     port: int = 0
 
     def __post_init__(self) -> None:
@@ -130,7 +132,11 @@ class FakeServer:
                     if isinstance(answer, Reply):
                         await _write_reply(writer, answer)
                     else:
-                        await _write_stream(writer, answer)
+                        try:
+                            await _write_stream(writer, answer)
+                        except ConnectionError:
+                            self.cut_short.append(request)
+                            raise
                 except DropConnection:
                     writer.transport.abort()
                     return

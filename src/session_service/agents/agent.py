@@ -40,9 +40,9 @@ class ChatAgent:
 
     It takes and gives LangChain messages, but keeps each as (kind, text, tokens): a LangChain
     message object costs close to a kilobyte, and a pool holds many agents that are only
-    spoken to now and then. `last_seq` is the sequence number of the newest message it holds:
-    the turn compares it with the database to catch up on what another replica (or a failed
-    turn) wrote meanwhile.
+    spoken to now and then. `leaf_id` is the id of the newest message it holds, the end of the
+    branch it knows: the turn compares it with the branch it answers on, to catch up on what
+    another replica (or a failed turn) wrote meanwhile, or to rebuild on another branch.
     """
 
     session_id: str
@@ -50,7 +50,7 @@ class ChatAgent:
     session_created_at: datetime
     system_prompt: str
     token_budget: int
-    last_seq: int = 0
+    leaf_id: int | None = None
     last_used: float = 0.0
     _history: deque[tuple[type[BaseMessage], str, int]] = field(default_factory=deque)
     _tokens: int = 0
@@ -60,11 +60,12 @@ class ChatAgent:
         """How many of the session's newest messages it holds."""
         return len(self._history)
 
-    def append(self, seq: int, message: BaseMessage, *, tokens: int | None = None) -> None:
-        """Add the session's next message; `tokens`: its `message_tokens`, if counted already."""
-        if seq <= self.last_seq:
-            raise ValueError(f"message {seq} is not after {self.last_seq} in {self.session_id}")
-        self.last_seq = seq
+    def append(self, message_id: int, message: BaseMessage, *, tokens: int | None = None) -> None:
+        """Add the branch's next message (made after the last, so its id is greater);
+        `tokens`: its `message_tokens`, if counted already."""
+        if self.leaf_id is not None and message_id <= self.leaf_id:
+            raise ValueError(f"message {message_id} is not after {self.leaf_id}")
+        self.leaf_id = message_id
         if not message.text:
             return  # a reply interrupted before its first word: nothing to show the LLM
         if tokens is None:
@@ -77,8 +78,8 @@ class ChatAgent:
             self._tokens -= dropped
 
     def extend(self, messages: Iterable[tuple[int, BaseMessage]]) -> None:
-        for seq, message in messages:
-            self.append(seq, message)
+        for message_id, message in messages:
+            self.append(message_id, message)
 
     def prompt(self, grounding: str | None = None) -> list[BaseMessage]:
         """System prompt (plus grounding) and the newest history that fits the token budget."""

@@ -75,3 +75,19 @@ def decode_position_cursor(cursor: str, parameter: str) -> int:
     ):
         raise invalid_cursor(parameter, cursor)
     return position
+
+
+def encode_time_cursor(at: datetime, position: int) -> str:
+    """For lists newest first by a time, ties by a growing number (feedback: its message)."""
+    return _encode({"at": at.isoformat(), "before": position})
+
+
+def decode_time_cursor(cursor: str) -> tuple[datetime, int]:
+    payload = _decode(cursor, "cursor")
+    try:
+        at = datetime.fromisoformat(payload["at"])
+    except (KeyError, TypeError, ValueError):
+        raise invalid_cursor("cursor", cursor) from None
+    if at.tzinfo is None:
+        raise invalid_cursor("cursor", cursor)
+    return at, decode_position_cursor(cursor, "cursor")

@@ -7,7 +7,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from session_service.api.cursors import MAX_POSITION
 from session_service.chat.public import MessagePublic
+from session_service.chat.questions import Ask
 from session_service.chat.sessions import DEFAULT_TITLE
 from session_service.db.models import (
     SESSION_ID_PATTERN,
@@ -67,6 +69,22 @@ class SessionUpdate(BaseModel):
 
     title: Title | None = None
     context: dict[str, Any] | None = Field(None, description="Replaces the whole context.")
+    active_message_id: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_POSITION,
+        description=(
+            "Switch branch: the branch through this message, down to the newest message below "
+            "it, becomes the active one (409 while a reply is being generated)."
+        ),
+    )
+
+
+class ForkRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"message_id": 42}]})
+
+    message_id: int = Field(ge=1, le=MAX_POSITION, description="The last message to copy")
+    title: Title | None = Field(None, description="Default: the source's title")
 
 
 class SessionPublic(BaseModel):
@@ -82,6 +100,7 @@ class SessionPublic(BaseModel):
                     "context": {"language": "en"},
                     "ragflow_session_id": "9f1c0d7e2a6b4c8d9e0f1a2b3c4d5e6f",
                     "message_count": 2,
+                    "active_message_id": 42,
                     "agent_active": True,
                 }
             ]
@@ -95,7 +114,8 @@ class SessionPublic(BaseModel):
     updated_at: datetime
     context: dict[str, Any]
     ragflow_session_id: str | None
-    message_count: int
+    message_count: int = Field(description="Every stored message, on every branch")
+    active_message_id: int | None = Field(description="The active branch's last message")
     agent_active: bool
 
     @classmethod
@@ -109,6 +129,7 @@ class SessionPublic(BaseModel):
             context=row.context,
             ragflow_session_id=row.ragflow_session_id,
             message_count=row.message_count,
+            active_message_id=row.active_message_id,
             agent_active=agent_active,
         )
 
@@ -139,6 +160,17 @@ class ErrorBody(BaseModel):
     code: str = Field(description="what went wrong, for programs: see docs/api.md §1")
 
 
+IfBusy = Annotated[
+    Literal["wait", "reject", "interrupt"],
+    Field(
+        description=(
+            "`wait` for another turn to end; `reject`: answer 409 at once if one holds the "
+            "session; `interrupt`: stop the session's running reply, then wait."
+        )
+    ),
+]
+
+
 class TurnRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -162,10 +194,28 @@ class TurnRequest(BaseModel):
         max_length=64,
         description="Your id for this message: sending it again returns the stored pair.",
     )
-    if_busy: Literal["wait", "reject"] = Field(
-        "wait", description="`reject`: answer 409 at once if another turn holds the session."
+    parent_id: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_POSITION,
+        description=(
+            "An edit: the assistant message to answer instead of the active leaf (`null`: a "
+            "new first message); the new branch becomes active. Absent: the active leaf."
+        ),
     )
+    if_busy: IfBusy = "wait"
     stream: bool = Field(False, description="Answer as Server-Sent Events (see below).")
+
+    def step(self) -> Ask:
+        edit = "parent_id" in self.model_fields_set
+        return Ask(self.content, self.client_message_id, edit=edit, parent_id=self.parent_id)
+
+
+class RegenerateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"stream": True}]})
+
+    if_busy: IfBusy = "wait"
+    stream: bool = Field(False, description="Answer as Server-Sent Events, as a turn does.")
 
 
 class TurnResponse(BaseModel):

@@ -14,6 +14,7 @@ from session_service.api.cursors import (
 )
 from session_service.api.responses import SESSION_NOT_FOUND, USER_ROUTE, error
 from session_service.api.schemas import (
+    ForkRequest,
     MessagePage,
     SessionCreate,
     SessionDetail,
@@ -22,9 +23,9 @@ from session_service.api.schemas import (
     SessionUpdate,
 )
 from session_service.api.strict_json import StrictJSONRoute
-from session_service.chat.public import MessagePublic
+from session_service.chat import branches, forks
 from session_service.chat.sessions import create_session, delete_session, update_session
-from session_service.db.repositories import MessageRepository, SessionKey, SessionRepository
+from session_service.db.repositories import SessionKey, SessionRepository
 from session_service.deps import (
     CurrentUser,
     DbSession,
@@ -116,20 +117,25 @@ async def read(
     turns: TurnsDep,
     messages_limit: Annotated[int, Query(ge=0, le=500)] = 50,
 ) -> SessionDetail:
-    """Read a session with its latest messages (oldest first); rebuilds a released agent."""
+    """Read a session with the latest messages of its active branch (oldest first); rebuilds
+    a released agent."""
     await turns.agents.pooled(session, db)
-    messages, has_more = await MessageRepository.from_session(db).latest(
-        session.session_id, limit=messages_limit
-    )
+    page = await branches.page(db, session, limit=messages_limit)
     return SessionDetail(
         **SessionPublic.of(session, agent_active=True).model_dump(),
-        messages=[MessagePublic.of(m) for m in messages],
-        has_more_messages=has_more,
+        messages=page.messages,
+        has_more_messages=page.has_more,
     )
 
 
 @router.patch(
-    "/{session_id}", summary="Rename a session or replace its context", responses=SESSION_NOT_FOUND
+    "/{session_id}",
+    summary="Rename a session, replace its context, or switch branch",
+    responses={
+        **SESSION_NOT_FOUND,
+        **error(409, "A reply is being generated (switching branch)"),
+        **error(422, "active_message_id is not a message of this session"),
+    },
 )
 async def update(
     session: OwnedSession,
@@ -139,9 +145,16 @@ async def update(
     turns: TurnsDep,
     mirror: MirrorDep,
 ) -> SessionPublic:
-    """Rename a session (and its RAGFlow mirror) or replace its context; `{}` changes
-    nothing."""
-    renamed = await update_session(db, user, session, title=body.title, context=body.context)
+    """Rename a session (and its RAGFlow mirror), replace its context, or switch its active
+    branch; `{}` changes nothing."""
+    renamed = await update_session(
+        db,
+        user,
+        session,
+        title=body.title,
+        context=body.context,
+        active_message_id=body.active_message_id,
+    )
     if renamed and mirror is not None:
         await mirror.rename(session)  # after the commit: a RAGFlow call holds no row lock
     return SessionPublic.of(session, agent_active=turns.agents.has(session.session_id))
@@ -167,6 +180,22 @@ async def delete(
         mirror.wake()  # delete the mirror now
 
 
+@router.post(
+    "/{session_id}/fork",
+    summary="Fork a session: a new one holding a branch up to a message",
+    status_code=status.HTTP_201_CREATED,
+    responses={**SESSION_NOT_FOUND, **error(422, "message_id is not a message of this session")},
+)
+async def fork_session(
+    session: OwnedSession, body: ForkRequest, user: CurrentUser, db: DbSession, mirror: MirrorDep
+) -> SessionPublic:
+    """A new session of yours holding copies of the branch from its first message down to
+    `message_id` (new ids), the context copied, with its own RAGFlow mirror; the source is
+    unchanged. Its title is `title`, or the source's."""
+    row = await forks.fork(db, user, mirror, session, body.message_id, body.title)
+    return SessionPublic.of(row, agent_active=False)
+
+
 @router.get(
     "/{session_id}/messages",
     summary="Page through a session's messages",
@@ -178,10 +207,10 @@ async def list_messages(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     before: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
 ) -> MessagePage:
-    """Page through a session's messages, newest page first, each page oldest first."""
+    """Page through the messages of a session's active branch, newest page first, each page
+    oldest first (toward the root)."""
     before_seq = decode_position_cursor(before, "before") if before else None
-    rows, has_more = await MessageRepository.from_session(db).latest(
-        session.session_id, limit=limit, before_seq=before_seq
-    )
-    next_cursor = encode_position_cursor(rows[0].seq) if has_more and rows else None
-    return MessagePage(items=[MessagePublic.of(m) for m in rows], next_cursor=next_cursor)
+    page = await branches.page(db, session, limit=limit, before_seq=before_seq)
+    older = page.oldest_seq if page.has_more else None
+    next_cursor = encode_position_cursor(older) if older is not None else None
+    return MessagePage(items=page.messages, next_cursor=next_cursor)

@@ -7,13 +7,12 @@ import json
 from collections.abc import AsyncIterator, Iterable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Request, Response, status
+from fastapi import APIRouter, Header, Request, Response, status
 from pydantic import BaseModel
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from session_service.api.cursors import MAX_POSITION
 from session_service.api.responses import SESSION_NOT_FOUND, USER_ROUTE, error
-from session_service.api.schemas import TurnRequest, TurnResponse
+from session_service.api.schemas import RegenerateRequest, TurnRequest, TurnResponse
 from session_service.api.strict_json import StrictJSONRoute
 from session_service.chat.generation import (
     DELTA,
@@ -24,7 +23,8 @@ from session_service.chat.generation import (
     TurnResult,
 )
 from session_service.chat.public import MessagePublic
-from session_service.deps import CurrentUser, SessionIdPath, TurnsDep
+from session_service.chat.questions import Regenerate
+from session_service.deps import CurrentUser, MessageIdPath, SessionIdPath, TurnsDep
 from session_service.errors import PayloadTooLarge
 
 router = APIRouter(prefix="/api/sessions", tags=["chat"], route_class=StrictJSONRoute)
@@ -73,14 +73,67 @@ async def post_message(
             f"content is {len(body.content)} characters; the limit is {MAX_CONTENT_CHARS}"
         )
     stream = body.stream or "text/event-stream" in request.headers.get("accept", "")
+    started = await turns.begin(user, session_id, body.step(), if_busy=body.if_busy, stream=stream)
+    return await _answer(started, stream, response)
+
+
+@router.post(
+    "/{session_id}/messages/{message_id}/regenerate",
+    summary="Regenerate an answer: a new one to the same question, beside the old",
+    response_model=TurnResponse,
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        201: {"content": {"text/event-stream": {"schema": {"type": "string"}}}},
+        **COMMON_ERRORS,
+        **error(404, "Session or message not found"),
+        **error(409, "Another turn holds the session (if_busy, timeout)"),
+        **error(422, "Not an assistant message, or a reply still being generated"),
+        **error(502, "The LLM failed"),
+        **error(504, "The LLM timed out"),
+    },
+    description=SSE_DESCRIPTION,
+)
+async def regenerate(
+    session_id: SessionIdPath,
+    message_id: MessageIdPath,
+    user: CurrentUser,
+    turns: TurnsDep,
+    request: Request,
+    response: Response,
+    body: RegenerateRequest | None = None,
+) -> Any:
+    """Answer the question of an assistant message again, from the branch up to that
+    question; the new answer becomes the active leaf and the old one stays as its sibling.
+    Answers as a turn does (`user_message` is the existing question)."""
+    body = body or RegenerateRequest()
+    stream = body.stream or "text/event-stream" in request.headers.get("accept", "")
     started = await turns.begin(
-        user,
-        session_id,
-        body.content,
-        client_message_id=body.client_message_id,
-        if_busy=body.if_busy,
-        stream=stream,
+        user, session_id, Regenerate(message_id), if_busy=body.if_busy, stream=stream
     )
+    return await _answer(started, stream, response)
+
+
+@router.post(
+    "/{session_id}/messages/{message_id}/stop",
+    summary="Stop a reply, keeping what was generated",
+    responses={
+        **COMMON_ERRORS,
+        **error(404, "Session or message not found"),
+        **error(422, "Not an assistant message"),
+        **error(503, "The replica generating the reply has not stored it in time"),
+    },
+)
+async def stop(
+    session_id: SessionIdPath, message_id: MessageIdPath, user: CurrentUser, turns: TurnsDep
+) -> MessagePublic:
+    """Stop a reply being generated, on this replica or any other: its LLM request is closed
+    and what was generated is stored, `metadata.status: "stopped"`; its streams end with
+    `message_end`. A reply already stored is given as it is."""
+    return await turns.stop(user, session_id, message_id)
+
+
+async def _answer(started: Generation | TurnResult, stream: bool, response: Response) -> Any:
+    """A turn's answer: its events as they come, or the stored pair once stored."""
     if isinstance(started, Generation):
         if stream:
             return _sse(started.follow(), status.HTTP_201_CREATED)
@@ -92,8 +145,7 @@ async def post_message(
     if not result.created:
         response.status_code = status.HTTP_200_OK
     return TurnResponse(
-        user_message=MessagePublic.of(result.user_message),
-        assistant_message=MessagePublic.of(result.assistant_message),
+        user_message=result.user_message, assistant_message=result.assistant_message
     )
 
 
@@ -108,9 +160,7 @@ async def post_message(
 )
 async def follow_reply(
     session_id: SessionIdPath,
-    message_id: Annotated[
-        int, Path(ge=1, le=MAX_POSITION, description="`assistant_message_id` of message_start")
-    ],
+    message_id: MessageIdPath,
     user: CurrentUser,
     turns: TurnsDep,
     last_event_id: Annotated[str | None, Header(description="the last event id you got")] = None,
@@ -124,8 +174,7 @@ async def follow_reply(
 
 async def _replayed(result: TurnResult) -> AsyncIterator[Event]:
     """The stored pair of a repeated client_message_id, as the stream that made it."""
-    question = MessagePublic.of(result.user_message)
-    reply = MessagePublic.of(result.assistant_message)
+    question, reply = result.user_message, result.assistant_message
     for event in (
         Event(1, MESSAGE_START, {"user_message": question, "assistant_message_id": reply.id}),
         Event(2, DELTA, {"text": reply.content}),

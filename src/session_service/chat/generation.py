@@ -11,8 +11,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from session_service.db.models import ChatMessage
+from session_service.chat.public import MessagePublic
 from session_service.errors import ServiceError
+from session_service.llm.deadline import Stopper
 
 MESSAGE_START = "message_start"
 DELTA = "delta"
@@ -31,8 +32,8 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class TurnResult:
-    user_message: ChatMessage
-    assistant_message: ChatMessage
+    user_message: MessagePublic
+    assistant_message: MessagePublic
     created: bool  # False: a repeated client_message_id answered from the database
 
 
@@ -41,6 +42,7 @@ class Generation:
         self.session_id = session_id
         self.assistant_id = assistant_id
         self.flush = flush  # seconds a delta waits for the next ones to join it
+        self.stopper = Stopper()  # a user's stop ends its LLM stream
         self.events: list[Event] = []
         self.result: TurnResult | None = None
         self.error: ServiceError | None = None

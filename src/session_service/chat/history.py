@@ -1,5 +1,6 @@
 """Agents from the stored history: built for a new session, rebuilt for a released one from
-the newest messages the token budget holds, and caught up with what others wrote."""
+the newest messages of its active branch that the token budget holds, and caught up with what
+others wrote (or rebuilt on the branch a turn answers on)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from session_service.agents.agent import ChatAgent, message_tokens, system_promp
 from session_service.agents.pool import AgentPool
 from session_service.config import Settings
 from session_service.db.models import ChatMessage, ChatSession, MessageStatus
-from session_service.db.repositories import MessageRepository
+from session_service.db.tree import TreeRepository
 
 PAGE = 200  # rows read at a time when rebuilding; an agent further behind is rebuilt
 
@@ -43,69 +44,89 @@ class Histories:
         )
 
     async def pooled(self, row: ChatSession, db: AsyncSession | None = None) -> ChatAgent:
-        """The session's agent from the pool, rebuilt into it if it is not there."""
-        return await self.pool.get_or_rebuild(row.session_id, lambda: self.rebuild(row, db))
+        """The session's agent from the pool, rebuilt into it (on its active branch) if it is
+        not there."""
+        return await self.pool.get_or_rebuild(
+            row.session_id, lambda: self.rebuild(row, row.active_message_id, db)
+        )
 
-    async def rebuild(self, row: ChatSession, db: AsyncSession | None = None) -> ChatAgent:
-        """A session's agent from the newest stored messages that fit the token budget,
-        reading with the caller's database session `db` if it has one open.
+    async def rebuild(
+        self, row: ChatSession, leaf_id: int | None, db: AsyncSession | None = None
+    ) -> ChatAgent:
+        """A session's agent on the branch ending at `leaf_id`, from its newest messages that
+        fit the token budget, reading with the caller's database session `db` if it has one.
 
         A reply still being generated is left out: its turn adds it when it is stored.
         """
         if db is None:
             async with self.session_factory() as own:
-                return await self.rebuild(row, own)
+                return await self.rebuild(row, leaf_id, own)
         agent = self.new_agent(row)
         budget = self.settings.agent_history_max_tokens
         collected: list[tuple[int, BaseMessage, int]] = []  # newest first
         tokens = 0
-        before: int | None = None
-        messages = MessageRepository.from_session(db)
-        while tokens < budget:
-            page = await messages.newest_texts(row.session_id, limit=PAGE, before_seq=before)
-            for seq, role, content, status in page:
+        tree = TreeRepository.from_session(db)
+        while leaf_id is not None and tokens < budget:
+            page = await tree.branch_texts(row.session_id, leaf_id, limit=PAGE)
+            for message_id, _parent, role, content, status in page:
                 if status == MessageStatus.STREAMING:
                     continue
                 message = to_message(role, content)
                 counted = message_tokens(message)
-                collected.append((seq, message, counted))
+                collected.append((message_id, message, counted))
                 tokens += counted
                 if tokens >= budget:
                     break
-            if len(page) < PAGE:
-                break
-            before = page[-1][0]
-        for seq, message, counted in reversed(collected):
-            agent.append(seq, message, tokens=counted)
+            leaf_id = page[-1][1] if len(page) == PAGE else None  # the oldest's parent
+        for message_id, message, counted in reversed(collected):
+            agent.append(message_id, message, tokens=counted)
         return agent
 
-    async def caught_up(
-        self, agent: ChatAgent, row: ChatSession, question: ChatMessage
-    ) -> ChatAgent:
-        """The agent with every stored message up to the question, in order, each once.
+    async def caught_up(self, agent: ChatAgent, row: ChatSession, last: ChatMessage) -> ChatAgent:
+        """The agent holding the branch that ends at `last` (the question to answer): each of
+        its messages once, in order, and nothing of another branch.
 
         Another replica (or a turn that failed after storing its question) may have written
-        messages this agent has not seen: a few are read and added, but an agent far behind is
-        rebuilt, which reads only what the token budget holds. A session deleted and re-created
-        under the same id makes the agent a stranger, so it is rebuilt too.
+        messages this agent has not seen, or the session may have switched branch: the
+        messages between what the agent holds and `last` are read and added when there are a
+        few, and otherwise the agent is rebuilt, which reads only what the token budget holds.
+        A session deleted and re-created under the same id makes the agent a stranger, so it
+        is rebuilt too.
         """
-        stranger = agent.session_created_at != row.created_at or agent.last_seq > question.seq
-        if stranger or question.seq - agent.last_seq > PAGE:
-            rebuilt = await self.rebuild(row)
-            self.pool.replace(rebuilt)
-            return rebuilt
+        assert last.id is not None
         agent.system_prompt = self._system_prompt(row)  # the context may have been patched
-        if agent.last_seq == question.seq - 1:
-            agent.append(question.seq, to_message("user", question.content))
-        elif agent.last_seq < question.seq:
-            async with self.session_factory() as db:
-                missing = await MessageRepository.from_session(db).after(
-                    row.session_id, agent.last_seq
-                )
-            agent.extend(
-                (m.seq, to_message(m.role, m.content)) for m in missing if m.seq <= question.seq
+        if agent.session_created_at == row.created_at:
+            if agent.leaf_id == last.id:
+                return agent
+            if agent.leaf_id == last.parent_id:
+                agent.append(last.id, to_message(last.role, last.content))
+                return agent
+            missing = await self._since(agent, row, last)
+            if missing is not None:
+                agent.extend(missing)
+                return agent
+        rebuilt = await self.rebuild(row, last.id)
+        self.pool.replace(rebuilt)
+        return rebuilt
+
+    async def _since(
+        self, agent: ChatAgent, row: ChatSession, last: ChatMessage
+    ) -> list[tuple[int, BaseMessage]] | None:
+        """The messages of `last`'s branch after the agent's leaf, oldest first; None if the
+        leaf is not among its newest PAGE (another branch, or too far behind)."""
+        assert last.id is not None
+        if agent.leaf_id is None or agent.leaf_id > last.id:
+            return None
+        async with self.session_factory() as db:
+            page = await TreeRepository.from_session(db).branch_texts(
+                row.session_id, last.id, limit=PAGE
             )
-        return agent
+        missing: list[tuple[int, BaseMessage]] = []
+        for message_id, _parent, role, content, _status in page:
+            if message_id == agent.leaf_id:
+                return missing[::-1]
+            missing.append((message_id, to_message(role, content)))
+        return None
 
     def _system_prompt(self, row: ChatSession) -> str:
         return system_prompt_for(self.settings.agent_system_prompt, row.context)

@@ -22,7 +22,7 @@ async def interrupt_orphans(reserve: async_sessionmaker[AsyncSession]) -> int:
     for session_id, message_id in orphans:
         async with reserve() as db, db.begin():
             if await SessionRepository.from_session(db).clear_generating(session_id, message_id):
-                await mark_interrupted(db, message_id)
+                await mark(db, message_id, MessageStatus.INTERRUPTED)
     if orphans:
         log.info("orphaned replies found=%d", len(orphans))
     return len(orphans)
@@ -32,21 +32,18 @@ async def interrupt_orphan(db: AsyncSession, row: ChatSession) -> None:
     """Under the turn lock, a reply still marked in progress has no one generating it."""
     if row.generating_message_id is None:
         return
-    await mark_interrupted(db, row.generating_message_id)
+    await mark(db, row.generating_message_id, MessageStatus.INTERRUPTED)
     await SessionRepository.from_session(db).clear_generating(
         row.session_id, row.generating_message_id
     )
 
 
-async def mark_interrupted(db: AsyncSession, message_id: int) -> None:
+async def mark(db: AsyncSession, message_id: int, status: MessageStatus) -> None:
+    """A reply left in progress, ended as it is: `status` interrupted, or stopped."""
     messages = MessageRepository.from_session(db)
     message = await messages.get(message_id)
     if message is not None and message.meta.get("status") == MessageStatus.STREAMING:
-        await messages.finish(
-            message_id, message.content, {"status": MessageStatus.INTERRUPTED}, utcnow()
-        )
+        await messages.finish(message_id, message.content, {"status": status}, utcnow())
         log.info(
-            "reply marked interrupted session_id=%s message_id=%d",
-            message.session_id,
-            message_id,
+            "reply marked %s session_id=%s message_id=%d", status, message.session_id, message_id
         )

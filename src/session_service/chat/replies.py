@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from session_service.auth import User
 from session_service.chat.generation import MESSAGE_END, Event, Generation
-from session_service.chat.public import MessagePublic
+from session_service.chat.public import described
 from session_service.chat.sessions import owned_session
 from session_service.db.models import ChatMessage, MessageStatus
 from session_service.db.repositories import MessageRepository
@@ -48,6 +48,18 @@ class Replies:
 
         task.add_done_callback(done)
 
+    def stop(self, message_ids: set[int]) -> None:
+        """Stop those of these replies that run here: their LLM streams end at once."""
+        for message_id in message_ids & self._running.keys():
+            self._running[message_id].stopper.stop()
+
+    def running(self, message_id: int) -> Generation | None:
+        return self._running.get(message_id)
+
+    @property
+    def any_running(self) -> bool:
+        return bool(self._running)
+
     async def follow(
         self, user: User, session_id: str, message_id: int, after: int | None
     ) -> AsyncIterator[Event]:
@@ -75,11 +87,13 @@ class Replies:
     async def _when_stored(self, message: ChatMessage) -> AsyncIterator[Event]:
         """A reply generated elsewhere (another replica): wait until it is stored, then end."""
         assert message.id is not None
-        while message.meta.get("status") == MessageStatus.STREAMING:
-            await asyncio.sleep(REJOIN_POLL_SECONDS)
+        while True:
             async with self.session_factory() as db:
                 fresh = await MessageRepository.from_session(db).get(message.id)
-            if fresh is None:
-                return
-            message = fresh
-        yield Event(0, MESSAGE_END, {"assistant_message": MessagePublic.of(message)})
+                if fresh is None:
+                    return
+                if fresh.meta.get("status") != MessageStatus.STREAMING:
+                    (shown,) = await described(db, [fresh])
+                    break
+            await asyncio.sleep(REJOIN_POLL_SECONDS)
+        yield Event(0, MESSAGE_END, {"assistant_message": shown})

@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from session_service.auth import User
+from session_service.chat import branches
 from session_service.chat.mirror import Mirror
 from session_service.db.audit_log import AuditRepository
 from session_service.db.models import ChatSession
@@ -97,18 +98,32 @@ async def update_session(
     *,
     title: str | None,
     context: dict[str, Any] | None,
+    active_message_id: int | None = None,
 ) -> bool:
-    """Rename the session or replace its context, say so in the audit log, and commit; whether
-    it was renamed (its RAGFlow mirror follows). A title or context equal to the stored one is
-    no change. SessionNotFound if a concurrent delete came first."""
+    """Rename the session, replace its context or switch its active branch (to the newest
+    leaf below `active_message_id`), say so in the audit log, and commit; whether it was
+    renamed (its RAGFlow mirror follows). A value equal to the stored one is no change.
+    SessionNotFound if a concurrent delete came first."""
     sessions = SessionRepository.from_session(db)
     if await sessions.lock(row.session_id) is None:  # refreshes `row`, as it is now
         raise SessionNotFound()
     title = title if title != row.title else None
     context = context if not _same_json(context, row.context) else None
-    if title is None and context is None:
+    leaf = None
+    if active_message_id is not None:
+        leaf = await branches.switch_target(db, row, active_message_id)
+        leaf = leaf if leaf != row.active_message_id else None
+    if title is None and context is None and leaf is None:
         return False
     audit = AuditRepository.from_session(db)
+    if leaf is not None:
+        await audit.record(
+            user.id,
+            "session.branch_switched",
+            session_id=row.session_id,
+            user_id=row.user_id,
+            detail={"from": row.active_message_id, "to": leaf},
+        )
     if title is not None:
         await audit.record(
             user.id,
@@ -121,7 +136,7 @@ async def update_session(
         await audit.record(
             user.id, "session.context_replaced", session_id=row.session_id, user_id=row.user_id
         )
-    await sessions.update(row, title=title, context=context)
+    await sessions.update(row, title=title, context=context, active_message_id=leaf)
     await db.commit()
     return title is not None
 

@@ -1,6 +1,6 @@
 """A turn's writes, in the two short transactions the turn lock's lease rides on: the question
-with its reply's placeholder (claiming the lease), then the reply (letting it go), or what was
-generated when the reply fails; and the stored pair of a repeated `client_message_id`."""
+with its reply's placeholder (claiming the lease; `chat.questions`), then the reply (letting it
+go), or what was generated when the reply fails."""
 
 from __future__ import annotations
 
@@ -9,16 +9,18 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from session_service.auth import User
-from session_service.chat import recovery
+from session_service.chat import questions, recovery
 from session_service.chat.generation import TurnResult
+from session_service.chat.questions import Ask, Opened, Regenerate
 from session_service.chat.sessions import owned_session
 from session_service.db.contention import Busy, is_contention, retry_on_contention
 from session_service.db.models import ChatMessage, ChatSession, MessageStatus
 from session_service.db.repositories import MessageRepository, SessionRepository
+from session_service.db.tree import TreeRepository
 from session_service.db.turn_lock import Lease
 from session_service.db.types import utcnow
 from session_service.errors import (
@@ -32,9 +34,10 @@ from session_service.errors import (
 
 log = logging.getLogger(__name__)
 
-# The first write's outcome: a repeated client_message_id's stored pair, or the new question
-# and its answer's placeholder.
-Stored = TurnResult | tuple[ChatMessage, ChatMessage]
+Step = Ask | Regenerate
+# The first write's outcome: a repeated client_message_id's stored pair, or the question and
+# its answer's placeholder.
+Stored = TurnResult | Opened
 
 # Polling a lease another replica's turn holds: from 10 ms, doubling, to 0.25 s apart.
 FIRST_POLL_SECONDS = 0.01
@@ -51,11 +54,25 @@ class TurnStore:
         self.reserve = reserve  # what was generated is stored even by a busy process
 
     async def first(
-        self, lease: Lease, user: User, session_id: str, content: str, client_message_id: str | None
+        self, lease: Lease, user: User, session_id: str, step: Step
     ) -> tuple[ChatSession, Stored]:
-        """The turn's first transaction, claiming its lease. While another replica's turn holds
-        it, polled until the lease's deadline: SessionBusy after that (Busy if what kept it out
-        last was another transaction holding the row, not a turn)."""
+        """The turn's first transaction, claiming its lease; if it fails, the turn is over
+        (`lease.end`). A constraint it hits means the session was deleted or written to."""
+        try:
+            return await self._claimed(lease, user, session_id, step)
+        except IntegrityError as exc:
+            await lease.end()
+            raise await self.why_changed(session_id) from exc
+        except BaseException:
+            await lease.end()
+            raise
+
+    async def _claimed(
+        self, lease: Lease, user: User, session_id: str, step: Step
+    ) -> tuple[ChatSession, Stored]:
+        """While another replica's turn holds the lease, polled until its deadline:
+        SessionBusy after that (Busy if what kept it out last was another transaction holding
+        the row, not a turn)."""
         pause = FIRST_POLL_SECONDS
         while True:
             claimed = committing = contended = False
@@ -63,7 +80,7 @@ class TurnStore:
                 async with self.session_factory() as db, db.begin():
                     claimed = await lease.try_claim(db)
                     if claimed:
-                        stored = await self._first(db, user, session_id, content, client_message_id)
+                        stored = await self._first(db, user, session_id, step)
                         committing = True
             except BaseException as exc:
                 if not (isinstance(exc, DBAPIError) and is_contention(exc)):
@@ -84,93 +101,35 @@ class TurnStore:
             pause = min(pause * 2, MAX_POLL_SECONDS)
 
     async def _first(
-        self,
-        db: AsyncSession,
-        user: User,
-        session_id: str,
-        content: str,
-        client_message_id: str | None,
+        self, db: AsyncSession, user: User, session_id: str, step: Step
     ) -> tuple[ChatSession, Stored]:
         """Under the lease's claim (which has locked the session's row): the pair, if a repeat
         was answered while it waited for the lock; else a reply left in progress marked
         interrupted, and the question with its placeholder."""
         row = await owned_session(db, session_id, user)
-        if client_message_id is not None:
-            answered = await self.answered(db, session_id, client_message_id, content)
+        if isinstance(step, Ask) and step.client_message_id is not None:
+            answered = await questions.answered(db, session_id, step)
             if answered is not None:
                 return row, answered
         await recovery.interrupt_orphan(db, row)
-        return row, await self.question(db, row, content, client_message_id)
+        if isinstance(step, Regenerate):
+            return row, await questions.regenerate(db, row, step)
+        return row, await questions.ask(db, row, step)
 
-    async def repeated(
-        self, user: User, session_id: str, client_message_id: str, content: str
-    ) -> TurnResult | None:
-        """The caller's stored pair for a repeated client_message_id, read on its own."""
+    async def precheck(self, user: User, session_id: str, step: Step) -> TurnResult | None:
+        """What can be answered before waiting for the turn lock, read on its own: the stored
+        pair of a repeated client_message_id; an edit or regeneration aimed at the wrong
+        message (or at a reply still being generated), refused at once."""
         async with self.session_factory() as db:
             await owned_session(db, session_id, user)
-            return await self.answered(db, session_id, client_message_id, content)
-
-    async def answered(
-        self, db: AsyncSession, session_id: str, client_message_id: str, content: str
-    ) -> TurnResult | None:
-        """The stored pair for a repeated client_message_id, if its answer is stored whole."""
-        messages = MessageRepository.from_session(db)
-        question = await messages.by_client_id(session_id, client_message_id)
-        if question is None:
+            if isinstance(step, Regenerate):
+                await questions.regenerated(db, session_id, step)
+                return None
+            if step.edit:
+                await questions.edited(db, session_id, step)
+            if step.client_message_id is not None:
+                return await questions.answered(db, session_id, step)
             return None
-        _same_question(question, content)
-        reply = await messages.at_seq(session_id, question.seq + 1)
-        if (
-            reply is None
-            or reply.role != "assistant"
-            or reply.meta.get("status") == MessageStatus.STREAMING
-        ):
-            return None
-        return TurnResult(question, reply, created=False)
-
-    async def question(
-        self, db: AsyncSession, row: ChatSession, content: str, client_message_id: str | None
-    ) -> tuple[ChatMessage, ChatMessage]:
-        """The user's message (a retried failed one is reused) and a placeholder answer."""
-        messages = MessageRepository.from_session(db)
-        question = None
-        if client_message_id is not None:
-            question = await messages.by_client_id(row.session_id, client_message_id)
-            if question is not None:
-                _same_question(question, content)
-            if question is not None and question.seq != row.message_count:
-                raise Conflict(
-                    "client_message_id was used for an earlier message that is no longer "
-                    "the latest; send the message again with a new client_message_id"
-                )
-        now = utcnow()
-        added = 1
-        if question is None:
-            question = await messages.insert(
-                ChatMessage(
-                    session_id=row.session_id,
-                    seq=row.message_count + 1,
-                    role="user",
-                    content=content,
-                    timestamp=now,
-                    client_message_id=client_message_id,
-                )
-            )
-            added = 2
-        placeholder = await messages.insert(
-            ChatMessage(
-                session_id=row.session_id,
-                seq=question.seq + 1,
-                role="assistant",
-                content="",
-                timestamp=now,
-                meta={"status": MessageStatus.STREAMING},
-            )
-        )
-        await SessionRepository.from_session(db).record_messages(
-            row.session_id, added, now, generating=placeholder.id
-        )
-        return question, placeholder
 
     async def reply(
         self,
@@ -250,9 +209,14 @@ class TurnStore:
             if generated:
                 meta = {"status": MessageStatus.INTERRUPTED, "error": error.detail}
                 await messages.finish(message_id, generated, meta, utcnow())
-            else:
+            else:  # the active leaf goes back to the newest under the question
                 await messages.remove(message_id)
                 await sessions.record_messages(session_id, -1, utcnow())
+                assert placeholder.parent_id is not None
+                leaf = await TreeRepository.from_session(db).newest_below(
+                    session_id, placeholder.parent_id
+                )
+                await sessions.set_active(session_id, leaf)
 
     async def why_changed(self, session_id: str) -> ServiceError:
         """Why a write of this turn hit a constraint: the session was deleted, or written to."""
@@ -261,15 +225,6 @@ class TurnStore:
         if gone:
             return SessionNotFound()
         return Conflict("the session changed during this turn; nothing more was stored")
-
-
-def _same_question(question: ChatMessage, content: str) -> None:
-    """A repeated client_message_id must repeat its message, not send another one."""
-    if question.content != content:
-        raise Conflict(
-            "client_message_id was already used for a different message; send this one "
-            "with a new client_message_id"
-        )
 
 
 def _unexpected(exc: Exception) -> ServiceError:

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlmodel import col
 
-from session_service.db.models import ChatMessage, ChatSession
+from session_service.db.models import ChatMessage, ChatSession, MessageFeedback
 from session_service.db.repositories import Repository
 
 
@@ -68,8 +68,12 @@ class BackupRepository(Repository):
     async def add_messages(self, rows: list[dict[str, Any]]) -> None:
         await self.db.execute(insert(ChatMessage), rows)
 
-    async def recount(self, session_id: str) -> None:
-        """message_count from the rows, after an import added some."""
+    async def add_feedback(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            await self.db.execute(insert(MessageFeedback), rows)
+
+    async def recount(self, session_id: str, active_message_id: int | None) -> None:
+        """message_count from the rows, and the active leaf, after an import added some."""
         count = (
             select(func.count())
             .select_from(ChatMessage)
@@ -79,7 +83,7 @@ class BackupRepository(Repository):
         await self.db.execute(
             update(ChatSession)
             .where(col(ChatSession.session_id) == session_id)
-            .values(message_count=count)
+            .values(message_count=count, active_message_id=active_message_id)
         )
 
 

@@ -1,4 +1,5 @@
-"""The tables: a session row per chat, a message row per message, ordered by `seq`."""
+"""The tables: a session row per chat; a message row per message, each the child of the one
+before it on its branch (`parent_id`), numbered in the order they were made (`seq`)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ SESSION_ID_LENGTH = 64
 SESSION_ID_PATTERN = rf"^[A-Za-z0-9_-]{{1,{SESSION_ID_LENGTH}}}$"
 USER_ID_LENGTH = 255
 TITLE_LENGTH = 500
+FEEDBACK_COMMENT_LENGTH = 2000
 
 
 class MessageStatus(StrEnum):
@@ -42,6 +44,12 @@ class MessageStatus(StrEnum):
 
     STREAMING = "streaming"  # being generated: its turn stores it (or recovery marks it)
     INTERRUPTED = "interrupted"  # what was generated before a failure, or nothing
+    STOPPED = "stopped"  # what was generated before someone stopped it, or nothing
+
+
+class Rating(StrEnum):
+    UP = "up"
+    DOWN = "down"
 
 
 class ChatSession(SQLModel, table=True):
@@ -59,7 +67,9 @@ class ChatSession(SQLModel, table=True):
     ragflow_session_id: str | None = Field(default=None, max_length=64)
     # The RAGFlow chat that mirror belongs to (None: made before it was recorded).
     ragflow_chat_id: str | None = Field(default=None, max_length=64, index=True)
-    message_count: int = Field(default=0)
+    message_count: int = Field(default=0)  # every message of every branch
+    # The active branch's leaf: what GET shows and the next turn answers (None: no messages).
+    active_message_id: int | None = Field(default=None, sa_type=BigInteger)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     # The turn lease (db/turn_lock.py): who runs a turn on this session, and until when.
@@ -68,6 +78,8 @@ class ChatSession(SQLModel, table=True):
     # The assistant message being generated, if any: set with its placeholder row, cleared
     # when it is stored whole; one left set by a dead replica is marked interrupted.
     generating_message_id: int | None = Field(default=None, sa_type=BigInteger, index=True)
+    # A reply asked to stop (its generating_message_id): the replica generating it stops it.
+    stop_message_id: int | None = Field(default=None, sa_type=BigInteger, index=True)
 
 
 class ChatMessage(SQLModel, table=True):
@@ -78,6 +90,8 @@ class ChatMessage(SQLModel, table=True):
         UniqueConstraint(
             "session_id", "client_message_id", name="uq_chat_messages_session_client_message_id"
         ),
+        # a message's children: its alternatives (siblings) and the branches below it
+        Index("ix_chat_messages_session_parent", "session_id", "parent_id", "id"),
         {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"},
     )
 
@@ -90,6 +104,9 @@ class ChatMessage(SQLModel, table=True):
         )
     )
     seq: int = Field(sa_type=BigInteger, nullable=False)
+    # The message before it on its branch (None: a first message). No foreign key: a session's
+    # deletion must not cascade along branches (InnoDB stops at 15 levels).
+    parent_id: int | None = Field(default=None, sa_type=BigInteger)
     role: str = Field(max_length=50)
     content: str = Field(sa_type=LongText, nullable=False)
     timestamp: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
@@ -98,6 +115,31 @@ class ChatMessage(SQLModel, table=True):
     meta: dict[str, Any] = Field(
         default_factory=dict, sa_column=Column("metadata", JSON, nullable=False)
     )
+
+
+class MessageFeedback(SQLModel, table=True):
+    """A rating of an assistant message by its session's owner: one per message."""
+
+    __tablename__ = "message_feedback"
+    __table_args__ = (
+        Index("ix_message_feedback_at", "at", "message_id"),
+        Index("ix_message_feedback_user", "user_id", "at", "message_id"),
+        Index("ix_message_feedback_rating", "rating", "at", "message_id"),
+        {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"},
+    )
+
+    message_id: int = Field(
+        sa_column=Column(
+            BigInteger,
+            ForeignKey("chat_messages.id", ondelete="CASCADE"),
+            primary_key=True,
+        )
+    )
+    session_id: str = Field(max_length=SESSION_ID_LENGTH)
+    user_id: str = Field(max_length=USER_ID_LENGTH)
+    rating: str = Field(max_length=8)
+    comment: str | None = Field(default=None, max_length=FEEDBACK_COMMENT_LENGTH)
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
 
 
 class RagflowDeletion(SQLModel, table=True):
@@ -143,3 +185,4 @@ class AuditEvent(SQLModel, table=True):
 # ORM's bookkeeping (identity map, unit of work, bulk-update evaluation).
 SESSIONS: Table = ChatSession.__table__  # type: ignore[attr-defined]
 MESSAGES: Table = ChatMessage.__table__  # type: ignore[attr-defined]
+FEEDBACK: Table = MessageFeedback.__table__  # type: ignore[attr-defined]

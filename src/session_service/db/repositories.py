@@ -33,14 +33,17 @@ _COUNT_MESSAGES = (
         updated_at=bindparam("at", type_=SESSIONS.c.updated_at.type),
     )
 )
-_COUNT_MESSAGES_GENERATING = _COUNT_MESSAGES.values(generating_message_id=bindparam("generating"))
+# A new reply's placeholder: the reply in progress, and the active leaf.
+_COUNT_MESSAGES_GENERATING = _COUNT_MESSAGES.values(
+    generating_message_id=bindparam("generating"), active_message_id=bindparam("generating")
+)
 _CLEAR_GENERATING = (
     update(SESSIONS)
     .where(
         SESSIONS.c.session_id == bindparam("key"),
         SESSIONS.c.generating_message_id == bindparam("message"),
     )
-    .values(generating_message_id=None)
+    .values(generating_message_id=None, stop_message_id=None)  # a stop asked for is done
 )
 _CLEAR_GENERATING_AT = _CLEAR_GENERATING.values(
     updated_at=bindparam("at", type_=SESSIONS.c.updated_at.type)
@@ -108,10 +111,17 @@ class SessionRepository(Repository):
         return (await self.db.scalars(query)).all()
 
     async def update(
-        self, row: ChatSession, *, title: str | None, context: dict[str, Any] | None
+        self,
+        row: ChatSession,
+        *,
+        title: str | None,
+        context: dict[str, Any] | None,
+        active_message_id: int | None = None,
     ) -> ChatSession:
         if title is not None:
             row.title = title
+        if active_message_id is not None:
+            row.active_message_id = active_message_id
         if context is not None:
             row.context = context
             flag_modified(row, "context")  # JSON change detection takes `true` for `1`
@@ -173,12 +183,21 @@ class SessionRepository(Repository):
     async def record_messages(
         self, session_id: str, count: int, at: datetime, *, generating: int | None = None
     ) -> None:
-        """Count `count` more (or fewer) messages; note the reply being generated, if any."""
+        """Count `count` more (or fewer) messages; note the reply being generated, if any, as
+        the session's active leaf."""
         params: dict[str, Any] = {"key": session_id, "added": count, "at": at}
         if generating is None:
             await self.db.execute(_COUNT_MESSAGES, params)
         else:
             await self.db.execute(_COUNT_MESSAGES_GENERATING, params | {"generating": generating})
+
+    async def set_active(self, session_id: str, message_id: int | None) -> None:
+        """Make the branch ending at `message_id` (a leaf) the active one."""
+        await self.db.execute(
+            update(SESSIONS)
+            .where(SESSIONS.c.session_id == session_id)
+            .values(active_message_id=message_id)
+        )
 
     async def orphaned_generations(self, now: datetime) -> Sequence[tuple[str, int]]:
         """(session, message) of replies in progress that no live turn holds."""
@@ -215,6 +234,7 @@ class MessageRepository(Repository):
             {
                 "session_id": message.session_id,
                 "seq": message.seq,
+                "parent_id": message.parent_id,
                 "role": message.role,
                 "content": message.content,
                 "timestamp": message.timestamp,
@@ -224,34 +244,6 @@ class MessageRepository(Repository):
         )
         message.id = result.inserted_primary_key[0]  # type: ignore[attr-defined]
         return message
-
-    async def latest(
-        self, session_id: str, *, limit: int, before_seq: int | None = None
-    ) -> tuple[list[ChatMessage], bool]:
-        """The latest `limit` messages before `before_seq`, oldest first; and are there older?"""
-        query = select(ChatMessage).where(col(ChatMessage.session_id) == session_id)
-        if before_seq is not None:
-            query = query.where(col(ChatMessage.seq) < before_seq)
-        query = query.order_by(col(ChatMessage.seq).desc()).limit(limit + 1)
-        rows = list((await self.db.scalars(query)).all())
-        has_more = len(rows) > limit
-        del rows[limit:]
-        rows.reverse()
-        return rows, has_more
-
-    async def newest_texts(
-        self, session_id: str, *, limit: int, before_seq: int | None = None
-    ) -> Sequence[tuple[int, str, str, str | None]]:
-        """(seq, role, content, metadata's status) of up to `limit` messages before
-        `before_seq`, newest first: what an agent is rebuilt from, without loading whole rows
-        (a reply's metadata can hold all its references)."""
-        status = MESSAGES.c.metadata["status"].as_string()
-        query = select(MESSAGES.c.seq, MESSAGES.c.role, MESSAGES.c.content, status)
-        query = query.where(MESSAGES.c.session_id == session_id)
-        if before_seq is not None:
-            query = query.where(MESSAGES.c.seq < before_seq)
-        rows = await self.db.execute(query.order_by(MESSAGES.c.seq.desc()).limit(limit))
-        return [(seq, role, content, status) for seq, role, content, status in rows]
 
     async def finish(
         self, message_id: int, content: str, meta: dict[str, Any], at: datetime
@@ -282,13 +274,3 @@ class MessageRepository(Repository):
                 col(ChatMessage.session_id) == session_id, col(ChatMessage.seq) == seq
             )
         )
-
-    async def after(self, session_id: str, after_seq: int) -> Sequence[ChatMessage]:
-        """Messages newer than `after_seq`, oldest first."""
-        return (
-            await self.db.scalars(
-                select(ChatMessage)
-                .where(col(ChatMessage.session_id) == session_id, col(ChatMessage.seq) > after_seq)
-                .order_by(col(ChatMessage.seq))
-            )
-        ).all()

@@ -12,21 +12,24 @@ from langchain_core.messages import AIMessageChunk
 
 from session_service import metrics
 from session_service.errors import ServiceError
-from session_service.llm.deadline import PieceTimeout
+from session_service.llm.deadline import PieceTimeout, Stopped, Stopper
 from session_service.llm.errors import llm_error
 
 
 async def timed_pieces(
-    pieces: AsyncGenerator[AIMessageChunk], timeout_seconds: float
+    pieces: AsyncGenerator[AIMessageChunk], timeout_seconds: float, stopper: Stopper
 ) -> AsyncIterator[AIMessageChunk]:
-    """`pieces`; waiting longer than `timeout_seconds` for any of them fails it (504)."""
-    started, outcome = time.perf_counter(), metrics.Outcome.ERROR
+    """`pieces`; waiting longer than `timeout_seconds` for any of them fails it (504). The
+    `stopper` ends them early (`stopper.cut` then says so), closing the LLM's request."""
+    started, outcome = time.perf_counter(), metrics.LlmOutcome.ERROR
     try:
-        async with PieceTimeout(timeout_seconds) as timeout:
+        async with PieceTimeout(timeout_seconds, stopper) as timeout:
             async for chunk in pieces:
                 timeout.came()
                 yield chunk
-        outcome = metrics.Outcome.OK
+        outcome = metrics.LlmOutcome.OK
+    except Stopped:
+        outcome = metrics.LlmOutcome.STOPPED
     except ServiceError:
         raise
     except Exception as exc:

@@ -6,10 +6,12 @@ import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import httpx
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Dialog, Page, async_playwright, expect
 
 from session_service.config import Settings
+from tests.fakes.openai import FakeLLM
 from tests.helpers import JWT_SECRET, auth
 from tests.sse import uvicorn_server
 
@@ -66,12 +68,10 @@ async def test_chat_page_in_development_mode(
 
         await page.reload()
         await expect(page.locator(".message")).to_have_count(4)
-        await expect(page.locator(".message.user").first).to_have_text(
+        await expect(page.locator(".message.user .body").first).to_have_text(
             "What should I see in Lisbon? 𝄞"
         )
         await expect(page.locator("#sessions li.active")).to_contain_text("4 messages")
-        shot = os.environ.get("CHAT_PAGE_SCREENSHOT") or str(tmp_path / "chat-page.png")
-        await page.screenshot(path=shot)
 
         session_id = page.url.rsplit("#", 1)[1]
         await page.click("#delete-session")
@@ -97,3 +97,131 @@ async def test_chat_page_signs_in_with_a_token(
         await page.click("#new-session")
         await chat(page, "hello")
         await expect(page.locator(".message.assistant").last).to_contain_text("offline")
+
+
+async def _answered(page: Page, count: int) -> None:
+    """Wait until the page shows `count` finished answers and no reply streaming."""
+    await expect(page.locator(".message.assistant .controls")).to_have_count(count)
+    await expect(page.locator(".message.assistant.pending")).to_have_count(0)
+
+
+async def test_conversation_control_on_the_page(
+    ragflow_settings: Callable[..., Settings],
+    fake_llm: FakeLLM,
+    browser: Browser,
+    tmp_path: Path,
+) -> None:
+    """Stop, edit, switch, regenerate, feedback, fork, and a reload mid-stream, as a person
+    does them, with RAGFlow's references shown; and an answer that carries HTML runs no
+    script. CHAT_PAGE_SCREENSHOT=docs/chat-page.png saves the README's picture."""
+    answers = iter(
+        [
+            "Porto's **Ribeira** is the place: by the river, see the *Dom Luís I* bridge.",
+            "second answer",
+            "edited answer",
+            "In April: the `Serralves` gardens in bloom, then the port cellars.",
+        ]
+    )
+    fake_llm.reply = lambda _messages: next(answers, "more")
+    async with uvicorn_server(ragflow_settings(auth_jwt_secret=None)) as base:
+        page = await browser.new_page(viewport={"width": 1100, "height": 800})
+        dialogs: list[str] = []
+
+        async def answer(dialog: Dialog) -> None:
+            dialogs.append(dialog.message)
+            await dialog.accept("Tree")
+
+        page.on("dialog", answer)
+        await page.goto(base)
+        await page.click("#new-session")
+        await expect(page.locator("#title")).to_have_text("Tree")
+        await chat(page, "Where should I stay in Porto?")
+        await _answered(page, 1)
+        await expect(page.locator(".message.assistant .body strong")).to_have_text("Ribeira")
+        await expect(page.locator(".message.assistant .chip").first).to_have_text("geography.pdf")
+        await chat(page, "And what to see in April?")
+        await _answered(page, 2)
+
+        # edit the second question: a new branch, and a "2/2" pager on it
+        await page.locator(".message.user .edit").last.click()
+        await page.fill(".editor textarea", "And what to see in May?")
+        await page.click(".editor button:not(.link)")
+        await _answered(page, 2)
+        await expect(page.locator(".message.assistant .body").last).to_have_text("edited answer")
+        await expect(page.locator(".message.user .count").last).to_have_text("2/2")
+        # switch back to the first branch
+        await page.locator(".message.user .prev").last.click()
+        await expect(page.locator(".message.user .count").last).to_have_text("1/2")
+        await expect(page.locator(".message.assistant .body").last).to_have_text("second answer")
+
+        # regenerate the last answer: the old one stays a click away
+        await page.locator(".message.assistant .regenerate").click()
+        await _answered(page, 2)
+        await expect(page.locator(".message.assistant .body").last).to_contain_text("Serralves")
+        await expect(page.locator(".message.assistant .count").last).to_have_text("2/2")
+        shot = os.environ.get("CHAT_PAGE_SCREENSHOT") or str(tmp_path / "chat-page.png")
+        await page.screenshot(path=shot)
+
+        # rate it; the rating is shown after a reload
+        await page.locator(".message.assistant .rate.up").last.click()
+        await expect(page.locator(".message.assistant .rate.up.chosen")).to_have_count(1)
+        await page.reload()
+        await expect(page.locator(".message.assistant .rate.up.chosen")).to_have_count(1)
+
+        # stop a reply mid-stream: what it said stays, marked stopped
+        fake_llm.reply = lambda _messages: " ".join(f"word{i}" for i in range(300))
+        fake_llm.chunk_delay = 0.03
+        await chat(page, "a long one")
+        await expect(page.locator("#stop")).to_be_visible()
+        await expect(page.locator(".message.assistant.pending .body")).to_contain_text("word5")
+        await page.click("#stop")
+        await _answered(page, 3)
+        await expect(page.locator(".message.assistant .note").last).to_have_text("stopped")
+        await expect(page.locator("#send")).to_be_visible()
+
+        # a reload mid-stream rejoins the reply and shows it whole
+        fake_llm.reply = lambda _messages: " ".join(f"again{i}" for i in range(40))
+        await chat(page, "and again")
+        await expect(page.locator(".message.assistant.pending .body")).to_contain_text("again3")
+        await page.reload()
+        await _answered(page, 4)
+        await expect(page.locator(".message.assistant .body").last).to_contain_text("again39")
+
+        # fork from the first answer: a new session holding the first exchange
+        fake_llm.chunk_delay = 0
+        source = page.url.rsplit("#", 1)[1]
+        await page.locator(".message.assistant .fork").first.click()
+        await expect(page.locator(".message")).to_have_count(2)
+        await expect(page.locator("#sessions li.active")).to_contain_text("2 messages")
+        assert page.url.rsplit("#", 1)[1] != source
+
+        # an answer carrying HTML is shown sanitised: no script runs
+        fake_llm.reply = lambda _messages: (
+            "look <img src=x onerror=alert(1)> <script>alert(2)</script>"
+        )
+        await chat(page, "html?")
+        await _answered(page, 2)
+        await expect(page.locator(".message.assistant .body img")).to_have_count(1)
+        assert await page.locator(".message.assistant .body img").get_attribute("onerror") is None
+        await expect(page.locator(".message.assistant .body script")).to_have_count(0)
+        assert dialogs == ["Title of the new session"]
+
+
+async def test_the_page_is_served_with_a_strict_content_security_policy(
+    make_settings: Callable[..., Settings],
+) -> None:
+    async with (
+        uvicorn_server(make_settings(auth_jwt_secret=None)) as base,
+        httpx.AsyncClient(base_url=base) as http,
+    ):
+        for path in ("/", "/static/app.js", "/static/vendor/purify.min.js"):
+            response = await http.get(path)
+            assert response.status_code == 200
+            policy = response.headers["content-security-policy"]
+            assert "script-src 'self'" in policy
+            assert "default-src 'self'" in policy
+            assert "frame-ancestors 'none'" in policy
+            assert "unsafe-inline" not in policy
+            assert response.headers["x-content-type-options"] == "nosniff"
+        api = await http.get("/api/sessions")
+        assert "content-security-policy" not in api.headers

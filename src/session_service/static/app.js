@@ -1,8 +1,13 @@
-// The chat page: plain JavaScript against the public API, no build step.
+// The chat page: plain JavaScript against the public API, no build step. Answers are
+// Markdown, rendered by marked and sanitised by DOMPurify (vendored in /static/vendor).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { token: localStorage.getItem("token") || "", sessionId: location.hash.slice(1) || null };
+const state = {
+  token: localStorage.getItem("token") || "",
+  sessionId: location.hash.slice(1) || null,
+  streaming: null, // the assistant message id of the reply this page is streaming
+};
 
 async function api(method, path, body) {
   const headers = { "Content-Type": "application/json" };
@@ -15,6 +20,8 @@ async function api(method, path, body) {
   }
   return response.status === 204 ? null : response;
 }
+
+const sessionPath = (suffix = "") => `/api/sessions/${state.sessionId}${suffix}`;
 
 // --- Server-Sent Events over fetch (EventSource cannot POST) ---------------------------
 async function* readEvents(response) {
@@ -41,58 +48,194 @@ async function* readEvents(response) {
 }
 
 // --- rendering ----------------------------------------------------------------------
+function element(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function button(label, title, onclick, className = "link") {
+  const node = element("button", className, label);
+  node.type = "button";
+  node.title = title;
+  node.onclick = onclick;
+  return node;
+}
+
+function setBody(item, role, text) {
+  const body = item.querySelector(".body");
+  if (role === "assistant") body.innerHTML = DOMPurify.sanitize(marked.parse(text));
+  else body.textContent = text;
+}
+
 function bubble(role, text) {
-  const item = document.createElement("li");
-  item.className = `message ${role}`;
-  item.append(document.createTextNode(text));
+  const item = element("li", `message ${role}`);
+  item.append(element("div", "body"));
+  setBody(item, role, text);
   $("messages").append(item);
   item.scrollIntoView({ block: "end" });
   return item;
 }
 
-function finish(item, message) {
-  item.classList.remove("pending");
-  item.firstChild.textContent = message.content;
-  item.dataset.id = message.id;
-  const meta = message.metadata || {};
-  if (meta.status === "interrupted") note(item, "interrupted");
-  if (meta.grounding === "unavailable") note(item, "knowledge base unavailable: answered without it");
-  const references = meta.references || [];
-  if (references.length) {
-    const list = document.createElement("ol");
-    list.className = "references";
-    for (const ref of references) {
-      const entry = document.createElement("li");
-      entry.textContent = ref.document_name || ref.document_id || "document";
-      list.append(entry);
-    }
-    item.append(list);
-  }
+function note(item, text) {
+  item.querySelector(".body").after(element("span", "note", text));
 }
 
-function note(item, text) {
-  const span = document.createElement("span");
-  span.className = "note";
-  span.textContent = text;
-  item.append(span);
+function references(item, meta) {
+  const found = meta.references || [];
+  if (!found.length) return;
+  const list = element("ul", "references");
+  for (const ref of found) {
+    const chip = element("li", "chip", ref.document_name || ref.document_id || "document");
+    if (ref.similarity != null) chip.title = `similarity ${Number(ref.similarity).toFixed(2)}`;
+    list.append(chip);
+  }
+  item.append(list);
+}
+
+function pager(message) {
+  const ids = message.sibling_ids || [message.id];
+  if (ids.length < 2) return null;
+  const at = ids.indexOf(message.id);
+  const box = element("span", "pager");
+  const go = (to) => () => switchTo(ids[to]);
+  const previous = button("‹", "Previous alternative", go(at - 1), "link prev");
+  const next = button("›", "Next alternative", go(at + 1), "link next");
+  previous.disabled = at === 0;
+  next.disabled = at === ids.length - 1;
+  box.append(previous, element("span", "count", `${at + 1}/${ids.length}`), next);
+  return box;
+}
+
+function controls(item, message, isLast) {
+  const bar = element("div", "controls");
+  const paging = pager(message);
+  if (paging) bar.append(paging);
+  if (message.role === "user") {
+    bar.append(button("Edit", "Edit and send again as a new branch", () => edit(item, message), "link edit"));
+  } else if (message.metadata.status !== "streaming") {
+    const rating = message.feedback && message.feedback.rating;
+    for (const [value, label] of [["up", "👍"], ["down", "👎"]]) {
+      const rate = button(label, `Rate ${value}`, () => feedback(message, rating === value ? null : value), `link rate ${value}`);
+      if (rating === value) rate.classList.add("chosen");
+      bar.append(rate);
+    }
+    if (isLast) bar.append(button("Regenerate", "Answer this question again", () => regenerate(message), "link regenerate"));
+    bar.append(button("Fork", "A new session with the conversation up to here", () => fork(message), "link fork"));
+  }
+  item.append(bar);
+}
+
+function render(item, message, isLast) {
+  item.dataset.id = message.id;
+  item.classList.remove("pending");
+  setBody(item, message.role, message.content);
+  const meta = message.metadata || {};
+  if (meta.status === "interrupted") note(item, "interrupted");
+  if (meta.status === "stopped") note(item, "stopped");
+  if (meta.grounding === "unavailable") note(item, "knowledge base unavailable: answered without it");
+  references(item, meta);
+  controls(item, message, isLast);
+}
+
+// --- a reply as it streams --------------------------------------------------------------
+function streaming(id) {
+  state.streaming = id;
+  $("stop").hidden = id === null;
+  $("send").hidden = id !== null;
 }
 
 async function follow(response, item) {
+  let text = item ? item.querySelector(".body").textContent : "";
   for await (const event of readEvents(response)) {
-    if (event.name === "message_start" && !item) {
-      item = bubble("assistant", "");
-      item.classList.add("pending");
+    if (event.name === "message_start") {
+      if (!item) {
+        item = bubble("assistant", "");
+        item.classList.add("pending");
+      }
+      streaming(event.data.assistant_message_id);
     } else if (event.name === "delta") {
-      item.firstChild.textContent += event.data.text;
+      text += event.data.text;
+      setBody(item, "assistant", text);
       item.scrollIntoView({ block: "end" });
-    } else if (event.name === "message_end") {
-      finish(item, event.data.assistant_message);
     } else if (event.name === "error") {
       item.classList.remove("pending");
       note(item, `error: ${event.data.detail}`);
     }
   }
-  return item;
+  streaming(null);
+}
+
+async function ask(path, body) {
+  $("send").disabled = true;
+  try {
+    const response = await api("POST", path, { ...body, stream: true });
+    if (body.content) bubble("user", body.content);
+    await follow(response, null);
+  } catch (error) {
+    bubble("assistant", `error: ${error.message}`);
+    return;
+  } finally {
+    $("send").disabled = false;
+    streaming(null);
+  }
+  await select(state.sessionId);
+}
+
+// --- conversation control -----------------------------------------------------------
+async function send(event) {
+  event.preventDefault();
+  const content = $("content").value.trim();
+  if (!content || !state.sessionId || state.streaming !== null) return;
+  $("content").value = "";
+  await ask(sessionPath("/messages"), { content });
+}
+
+function edit(item, message) {
+  const box = element("form", "editor");
+  const area = element("textarea");
+  area.value = message.content;
+  const save = element("button", "", "Send");
+  box.append(area, save, button("Cancel", "Keep the message as it is", () => box.remove()));
+  box.onsubmit = async (event) => {
+    event.preventDefault();
+    const content = area.value.trim();
+    if (!content) return;
+    while (item.nextSibling) item.nextSibling.remove(); // the new branch replaces what followed
+    item.remove();
+    await ask(sessionPath("/messages"), { content, parent_id: message.parent_id });
+  };
+  item.append(box);
+  area.focus();
+}
+
+async function regenerate(message) {
+  const item = $("messages").querySelector(`[data-id="${message.id}"]`);
+  if (item) item.remove();
+  await ask(sessionPath(`/messages/${message.id}/regenerate`), {});
+}
+
+async function stop() {
+  if (state.streaming === null) return;
+  await api("POST", sessionPath(`/messages/${state.streaming}/stop`));
+}
+
+async function switchTo(messageId) {
+  await api("PATCH", sessionPath(), { active_message_id: messageId });
+  await select(state.sessionId);
+}
+
+async function feedback(message, rating) {
+  const path = sessionPath(`/messages/${message.id}/feedback`);
+  if (rating) await api("PUT", path, { rating });
+  else await api("DELETE", path);
+  await select(state.sessionId);
+}
+
+async function fork(message) {
+  const forked = await (await api("POST", sessionPath("/fork"), { message_id: message.id })).json();
+  await select(forked.session_id);
 }
 
 // --- sessions -----------------------------------------------------------------------
@@ -101,13 +244,9 @@ async function loadSessions() {
   const list = $("sessions");
   list.replaceChildren();
   for (const session of items) {
-    const item = document.createElement("li");
+    const item = element("li", session.session_id === state.sessionId ? "active" : "", session.title);
     item.dataset.id = session.session_id;
-    item.className = session.session_id === state.sessionId ? "active" : "";
-    item.textContent = session.title;
-    const when = document.createElement("small");
-    when.textContent = `${session.message_count} messages · ${new Date(session.updated_at).toLocaleString()}`;
-    item.append(when);
+    item.append(element("small", "", `${session.message_count} messages · ${new Date(session.updated_at).toLocaleString()}`));
     item.onclick = () => select(session.session_id);
     list.append(item);
   }
@@ -125,38 +264,22 @@ async function select(sessionId) {
   }
   const session = await (await api("GET", `/api/sessions/${sessionId}?messages_limit=200`)).json();
   $("title").textContent = session.title;
+  const lastAnswer = session.messages.findLast((m) => m.role === "assistant");
   for (const message of session.messages) {
     const item = bubble(message.role, message.content);
-    if (message.role !== "assistant") continue;
-    if (message.metadata.status === "streaming") {
+    if (message.role === "assistant" && message.metadata.status === "streaming") {
       // A reply still being generated (the page was reloaded mid-answer): follow it.
       item.classList.add("pending");
-      const rest = await api("GET", `/api/sessions/${sessionId}/messages/${message.id}/stream`);
-      follow(rest, item);
+      item.dataset.id = message.id;
+      const rest = await api("GET", sessionPath(`/messages/${message.id}/stream`));
+      streaming(message.id);
+      follow(rest, item).then(() => select(state.sessionId));
     } else {
-      finish(item, message);
+      render(item, message, message === lastAnswer);
     }
   }
   await loadSessions();
   $("content").focus();
-}
-
-async function send(event) {
-  event.preventDefault();
-  const content = $("content").value.trim();
-  if (!content || !state.sessionId) return;
-  $("content").value = "";
-  $("send").disabled = true;
-  try {
-    const response = await api("POST", `/api/sessions/${state.sessionId}/messages`, { content, stream: true });
-    bubble("user", content);
-    await follow(response, null);
-    await loadSessions();
-  } catch (error) {
-    bubble("assistant", `error: ${error.message}`);
-  } finally {
-    $("send").disabled = false;
-  }
 }
 
 // --- start ----------------------------------------------------------------------------
@@ -167,7 +290,10 @@ async function start() {
     if (error.status === 401) {
       $("signin").hidden = false;
       $("app").hidden = true;
-      if (state.token) $("signin-error").hidden = false, $("signin-error").textContent = "That token was refused.";
+      if (state.token) {
+        $("signin-error").hidden = false;
+        $("signin-error").textContent = "That token was refused.";
+      }
       return;
     }
     throw error;
@@ -198,6 +324,7 @@ $("delete-session").onclick = async () => {
   await select(null);
 };
 $("composer").onsubmit = send;
+$("stop").onclick = stop;
 $("content").onkeydown = (event) => {
   if (event.key === "Enter" && !event.shiftKey) send(event);
 };

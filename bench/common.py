@@ -12,10 +12,11 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiomysql
 import httpx
 from sqlalchemy.engine import make_url
 
@@ -157,3 +158,44 @@ def _wait_until_up(url: str) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"{url} did not answer")
         time.sleep(0.1)
+
+
+async def fill(database_url: str, session_id: str, messages: int, *, branches: int = 1) -> None:
+    """Store `messages` messages in the session, as `branches` branches of equal length, each
+    from a first message of its own (each message the child of the one before it), the last
+    branch active: what turns and edits would have stored, written in bulk."""
+    length = messages // branches
+    connection = await aiomysql.connect(**aiomysql_options(database_url), autocommit=True)
+    base = datetime.now(UTC).replace(tzinfo=None) - timedelta(days=1)
+    async with connection.cursor() as cursor:
+        for branch in range(branches):
+            first = branch * length + 1
+            rows = [
+                (
+                    session_id,
+                    seq,
+                    "user" if (seq - first) % 2 == 0 else "assistant",
+                    f"stored message {seq}: " + "lorem ipsum " * 6,
+                    base + timedelta(seconds=seq),
+                )
+                for seq in range(first, first + length)
+            ]
+            for start in range(0, len(rows), 1000):
+                await cursor.executemany(
+                    "INSERT INTO chat_messages (session_id, seq, role, content, timestamp,"
+                    " metadata) VALUES (%s, %s, %s, %s, %s, '{}')",
+                    rows[start : start + 1000],
+                )
+            await cursor.execute(  # the branch's chain of parents
+                "UPDATE chat_messages AS m JOIN (SELECT id, LAG(id) OVER (ORDER BY seq) AS up"
+                " FROM chat_messages WHERE session_id = %s AND seq BETWEEN %s AND %s) AS x"
+                " ON x.id = m.id SET m.parent_id = x.up",
+                (session_id, first, first + length - 1),
+            )
+        await cursor.execute(
+            "UPDATE chat_sessions SET message_count = %s, active_message_id = (SELECT id FROM"
+            " chat_messages WHERE session_id = %s ORDER BY seq DESC LIMIT 1)"
+            " WHERE session_id = %s",
+            (branches * length, session_id, session_id),
+        )
+    connection.close()

@@ -18,14 +18,21 @@ import os
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiomysql
 import httpx
 from langchain_core.messages import AIMessage, HumanMessage
 
-from bench.common import RESULTS, aiomysql_options, scratch_database, service, write_results
+from bench.common import (
+    RESULTS,
+    aiomysql_options,
+    fill,
+    scratch_database,
+    service,
+    write_results,
+)
 from session_service.agents.agent import ChatAgent
 from session_service.agents.pool import AgentPool
 from tests.fakes.openai import FakeLLM
@@ -87,33 +94,6 @@ def sweep_cost(pool_size: int, expired_share: float) -> dict[str, float]:
     took = time.perf_counter() - started
     assert len(released) == expired
     return {"pool": pool_size, "expired": expired, "sweep_ms": took * 1000}
-
-
-async def fill(database_url: str, session_id: str, messages: int) -> None:
-    connection = await aiomysql.connect(**aiomysql_options(database_url), autocommit=True)
-    base = datetime.now(UTC).replace(tzinfo=None) - timedelta(days=1)
-    async with connection.cursor() as cursor:
-        rows = [
-            (
-                session_id,
-                seq,
-                "user" if seq % 2 else "assistant",
-                f"stored message {seq}: " + "lorem ipsum " * 6,
-                base + timedelta(seconds=seq),
-            )
-            for seq in range(1, messages + 1)
-        ]
-        for start in range(0, len(rows), 1000):
-            await cursor.executemany(
-                "INSERT INTO chat_messages (session_id, seq, role, content, timestamp, metadata)"
-                " VALUES (%s, %s, %s, %s, %s, '{}')",
-                rows[start : start + 1000],
-            )
-        await cursor.execute(
-            "UPDATE chat_sessions SET message_count = %s WHERE session_id = %s",
-            (messages, session_id),
-        )
-    connection.close()
 
 
 async def bare_select(database_url: str, session_id: str) -> float:

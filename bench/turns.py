@@ -46,6 +46,7 @@ from bench.common import (
 from session_service.agents.pool import AgentPool
 from session_service.auth import User
 from session_service.chat.generation import Generation
+from session_service.chat.questions import Ask
 from session_service.chat.sessions import create_session
 from session_service.chat.turn import ChatTurns
 from session_service.config import Settings
@@ -276,7 +277,7 @@ async def turn_core_cpu(database_url: str, turns: int = 600) -> float:
                     )
                 session_id = row.session_id
                 chat.agents.add(row)  # as the API does when it creates one
-            started = await chat.begin(user, session_id, f"question {index}", stream=False)
+            started = await chat.begin(user, session_id, Ask(f"question {index}"), stream=False)
             assert isinstance(started, Generation)
             await started.wait()
 

@@ -19,13 +19,20 @@ class Ledger:
     outcomes: Counter[str] = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)
     turns: int = 0
+    resets: Counter[str] = field(default_factory=Counter)  # deletions of each session
+    raced: int = 0  # acknowledged while their session was deleted: stored or not, both right
 
-    def ack(self, session_id: str, message: dict[str, Any]) -> None:
+    def ack(self, session_id: str, message: dict[str, Any], resets: int) -> None:
+        """`resets`: the session's deletions when the request was sent."""
+        if self.resets[session_id] != resets:
+            self.raced += 1
+            return
         self.acked.setdefault(session_id, []).append(
             (message["id"], message["role"], message["content"])
         )
 
     def reset(self, session_id: str) -> None:
+        self.resets[session_id] += 1
         self.deleted.extend(message_id for message_id, _, _ in self.acked.pop(session_id, []))
 
     def answers(self, session_id: str) -> list[int]:
@@ -90,6 +97,7 @@ def check(database_url: str, ledger: Ledger) -> dict[str, int]:
         print("PROBLEM", line)
     return {
         "acknowledged_messages_checked": checked,
+        "acknowledged_while_deleted": ledger.raced,
         "deleted_messages_checked": len(ledger.deleted),
         "problems": len(problems),
     }

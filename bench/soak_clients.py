@@ -39,10 +39,11 @@ async def client_loop(
     rng = random.Random(seed)
     async with httpx.AsyncClient(timeout=60) as http:
         while time.perf_counter() < stop_at:
-            client = Client(http, rng.choice(bases), ledger, rng)
+            session_id = rng.choice(sessions)
+            client = Client(http, rng.choice(bases), ledger, rng, ledger.resets[session_id])
             kind = rng.choices(list(MIX), list(MIX.values()))[0]
             try:
-                status = await getattr(client, kind)(rng.choice(sessions))
+                status = await getattr(client, kind)(session_id)
                 if status is not None:
                     ledger.outcomes[f"{kind} {status}"] += 1
                     if status == 503:
@@ -59,6 +60,10 @@ class Client:
     base: str
     ledger: Ledger
     rng: random.Random
+    resets: int  # the session's deletions when the request began: see Ledger.ack
+
+    def _ack(self, session_id: str, message: dict[str, Any]) -> None:
+        self.ledger.ack(session_id, message, self.resets)
 
     def _path(self, session_id: str, suffix: str = "") -> str:
         return f"{self.base}/api/sessions/{session_id}{suffix}"
@@ -72,13 +77,13 @@ class Client:
         )
         if response.status_code == 201:
             body = response.json()
-            self.ledger.ack(session_id, body["user_message"])
+            self._ack(session_id, body["user_message"])
             self._answered(session_id, body)
             self.ledger.latencies.append(time.perf_counter() - started)
         return response.status_code
 
     def _answered(self, session_id: str, body: dict[str, Any]) -> None:
-        self.ledger.ack(session_id, body["assistant_message"])
+        self._ack(session_id, body["assistant_message"])
         self.ledger.pairs.append((body["user_message"]["id"], body["assistant_message"]["id"]))
         self.ledger.turns += 1
 
@@ -134,7 +139,7 @@ class Client:
                     continue
                 elif event == "message_start":
                     start = json.loads(line.removeprefix("data: "))
-                    self.ledger.ack(session_id, start["user_message"])
+                    self._ack(session_id, start["user_message"])
                 elif event == "delta" and ending == "hang up":
                     self.ledger.outcomes["stream hung up"] += 1
                     return
@@ -154,7 +159,7 @@ class Client:
         )
         self.ledger.outcomes[f"stop {stopped.status_code}"] += 1
         if stopped.status_code == 200:
-            self.ledger.ack(session_id, stopped.json())
+            self._ack(session_id, stopped.json())
 
     async def get(self, session_id: str) -> int:
         return (await self.http.get(self._path(session_id), headers=USER)).status_code

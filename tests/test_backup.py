@@ -107,6 +107,10 @@ async def test_the_tree_and_the_active_leaf_survive_a_round_trip(
         json={"active_message_id": second["user_message"]["id"]},
         headers=grace,
     )
+    rated = await client.put(
+        f"{turns}/{answer_one}/feedback", json={"rating": "down", "comment": "ü"}, headers=grace
+    )
+    assert rated.status_code == 200
     shown = (await client.get(f"/api/sessions/{session_id}", headers=grace)).json()
     assert shown["active_message_id"] == second["assistant_message"]["id"]
     out = tmp_path / "tree.jsonl"
@@ -116,6 +120,9 @@ async def test_the_tree_and_the_active_leaf_survive_a_round_trip(
     assert records[0]["format"] == "session-service/2"
     assert records[0]["active_message_id"] == shown["active_message_id"]
     parents = {r["id"]: r["parent_id"] for r in records[1:]}
+    feedback = {r["id"]: r["feedback"] for r in records[1:] if r["feedback"]}
+    assert list(feedback) == [answer_one]
+    assert (feedback[answer_one]["rating"], feedback[answer_one]["comment"]) == ("down", "ü")
     assert list(parents.values()).count(answer_one) == 2  # two questions under it
 
     sqlite_url = f"sqlite+aiosqlite:///{tmp_path / 'tree.db'}"

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bench import common, llm_stream, scaling, streaming, streams, turns
+from bench import common, llm_stream, scaling, streaming, streams, tree, turns
 
 
 @pytest.fixture
@@ -88,3 +88,12 @@ def test_streams(results: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             assert party["first_p50_ms"] > 0
             assert party["cpu_per_delta_ms"] > 0
     assert (results / "streams.png").stat().st_size > 0
+
+
+def test_tree(results: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    argv = ("--branch", "60", "--branches", "3", "--repeats", "2")
+    figures = run(tree.main, monkeypatch, results, *argv)
+    assert figures["tree_messages"] == 180
+    for kind in ("line", "tree"):
+        assert all(value > 0 for key, value in figures[kind].items() if key.endswith("_ms"))
+    assert figures["stop_watch_cpu_ms_per_look"] > 0

@@ -7,13 +7,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col
 
 from session_service.config import Settings
+from session_service.db.models import ChatSession
+from session_service.db.types import utcnow
 from tests.conftest import serve_app
 from tests.fakes.openai import FakeLLM
 from tests.helpers import Headers, answered, eventually, new_session, stored, turn
@@ -211,3 +216,35 @@ async def test_interrupt_stops_the_running_reply_then_answers(
         "again",
         "short",
     ]
+
+
+async def test_a_reply_stopped_while_its_replica_had_lost_its_lease_stays_stopped(
+    llm_settings: Callable[..., Settings],
+    fake_llm: FakeLLM,
+    alice: Headers,
+    db: async_sessionmaker[AsyncSession],
+) -> None:
+    """Its replica cannot reach the database (here: its lease made to look expired), so the
+    replica asked stops the reply itself; when the generating replica comes back with the
+    whole reply, the stop stands, and both answers agree."""
+    fake_llm.delay = 2
+    async with serve_app(llm_settings()) as one, serve_app(llm_settings()) as two:
+        session_id = await new_session(one, alice)
+        running = asyncio.create_task(turn(one, alice, session_id, "long, please"))
+        reply_id = await _generating(one, alice, session_id)
+        async with db() as session:
+            await session.execute(
+                update(ChatSession)
+                .where(col(ChatSession.session_id) == session_id)
+                .values(turn_lock_expires_at=utcnow() - timedelta(seconds=1))
+            )
+            await session.commit()
+        stopped = await two.post(
+            f"/api/sessions/{session_id}/messages/{reply_id}/stop", headers=alice
+        )
+        answer = await running
+    assert stopped.status_code == 200, stopped.text
+    assert stopped.json()["metadata"]["status"] == "stopped"
+    assert answer.status_code == 201
+    assert answer.json()["assistant_message"] == stopped.json()
+    assert (await stored(db, session_id))[-1][2] == stopped.json()["content"]

@@ -16,7 +16,15 @@ from session_service.config import Settings
 from session_service.db.models import ChatMessage
 from tests.conftest import serve_app
 from tests.fakes.openai import FakeLLM
-from tests.helpers import Headers, answered, conversation, new_session, stored, turn
+from tests.helpers import (
+    Headers,
+    answered,
+    conversation,
+    eventually,
+    new_session,
+    stored,
+    turn,
+)
 from tests.sse import read_events
 
 
@@ -416,3 +424,35 @@ async def test_replicas_editing_and_answering_never_mix_branches(
             path.append((by_id[parent].role, by_id[parent].content))
             parent = by_id[parent].parent_id
         assert seen[row.content] == path[::-1], row.content
+
+
+async def test_while_a_reply_runs_switch_and_reject_answer_409(
+    llm_settings: Callable[..., Settings], fake_llm: FakeLLM, alice: Headers
+) -> None:
+    async with serve_app(llm_settings()) as client:
+        session_id = await new_session(client, alice)
+        first = await answered(client, alice, session_id, "one")
+        answer = first["assistant_message"]["id"]
+        fake_llm.delay = 1.5
+        running = asyncio.create_task(turn(client, alice, session_id, "slow"))
+
+        async def generating() -> bool:
+            detail = await client.get(f"/api/sessions/{session_id}", headers=alice)
+            return bool(detail.json()["message_count"] == 4)
+
+        await eventually(generating)
+        switched = await client.patch(
+            f"/api/sessions/{session_id}", json={"active_message_id": answer}, headers=alice
+        )
+        assert switched.status_code == 409
+        assert switched.json()["code"] == "session_busy"
+        rejected = await client.post(
+            f"/api/sessions/{session_id}/messages/{answer}/regenerate",
+            json={"if_busy": "reject"},
+            headers=alice,
+        )
+        assert rejected.status_code == 409
+        edit = await turn(client, alice, session_id, "e", parent_id=answer, if_busy="reject")
+        assert edit.status_code == 409
+        assert (await running).status_code == 201
+    assert fake_llm.calls[-1]["messages"][-1]["content"] == "slow"  # nothing else was asked

@@ -139,14 +139,17 @@ class TurnStore:
         content: str,
         meta: dict[str, Any],
     ) -> ChatMessage:
-        """Store the answer in its placeholder, letting the turn's lease go with it."""
+        """Store the answer in its placeholder, letting the turn's lease go with it; the reply
+        as stored."""
         assert placeholder.id is not None
         message_id, now = placeholder.id, utcnow()
 
-        await retry_on_contention(
+        stopped = await retry_on_contention(
             lambda: self._reply(lease, session_id, message_id, content, meta, now),
             "storing a reply",
         )
+        if stopped is not None:
+            return stopped
         placeholder.content, placeholder.meta, placeholder.timestamp = content, meta, now
         return placeholder
 
@@ -158,18 +161,25 @@ class TurnStore:
         content: str,
         meta: dict[str, Any],
         now: datetime,
-    ) -> None:
+    ) -> ChatMessage | None:
         """One transaction: the answer stored and the lease let go (if it fails, the lease is
-        held until the turn's `Lease.end`)."""
+        held until the turn's `Lease.end`). A reply stopped by another replica while this one
+        had lost its lease (the database was away) stays as the stop left it, and is given."""
         async with self.reserve() as db, db.begin():
+            messages = MessageRepository.from_session(db)
             # The session's row first, as every writer of its messages does (no deadlock).
-            await SessionRepository.from_session(db).clear_generating(
+            stopped = None
+            if not await SessionRepository.from_session(db).clear_generating(
                 session_id, message_id, updated_at=now
-            )
-            if not await MessageRepository.from_session(db).finish(message_id, content, meta, now):
+            ):
+                stopped = await messages.get(message_id)
+                if stopped is not None and stopped.meta.get("status") != MessageStatus.STOPPED:
+                    stopped = None
+            if stopped is None and not await messages.finish(message_id, content, meta, now):
                 raise SessionNotFound()  # deleted while the reply was generated
             await lease.release_in(db)
         lease.released()
+        return stopped
 
     async def failed(
         self, session_id: str, placeholder: ChatMessage, parts: list[str], exc: Exception

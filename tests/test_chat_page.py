@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -225,3 +226,32 @@ async def test_the_page_is_served_with_a_strict_content_security_policy(
             assert response.headers["x-content-type-options"] == "nosniff"
         api = await http.get("/api/sessions")
         assert "content-security-policy" not in api.headers
+
+
+async def test_pin_and_archive_in_the_sidebar(
+    make_settings: Callable[..., Settings], browser: Browser
+) -> None:
+    token = auth("sidebar-user")["Authorization"].removeprefix("Bearer ")
+    async with uvicorn_server(make_settings(auth_jwt_secret=JWT_SECRET)) as base:
+        page = await browser.new_page(viewport={"width": 1100, "height": 700})
+        await page.goto(base)
+        await page.fill("#token", token)
+        await page.click("#signin-form button")
+        titles = iter(["older", "newer"])
+        page.on("dialog", lambda dialog: dialog.accept(next(titles)))
+        for _ in range(2):
+            await page.click("#new-session")
+        sessions = page.locator("#sessions li")
+        await expect(sessions.first).to_contain_text("newer")
+        await sessions.nth(1).locator(".pin").click()  # pin the older: it goes first
+        await expect(sessions.first).to_contain_text("older")
+        await expect(sessions.first).to_have_class(re.compile(r"\bpinned\b"))
+        await sessions.nth(1).locator(".archive").click()  # archive the newer: it goes
+        await expect(sessions).to_have_count(1)
+        await page.click("#show-archived")
+        await expect(sessions).to_have_count(1)
+        await expect(sessions.first).to_contain_text("newer")
+        await sessions.first.locator(".archive").click()  # unarchive it
+        await expect(sessions).to_have_count(0)
+        await page.click("#show-archived")
+        await expect(sessions).to_have_count(2)

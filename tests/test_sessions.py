@@ -23,6 +23,8 @@ SESSION_FIELDS = {
     "ragflow_session_id",
     "message_count",
     "active_message_id",
+    "archived",
+    "pinned",
     "agent_active",
 }
 

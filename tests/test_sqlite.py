@@ -3,14 +3,17 @@ SQLite as on MariaDB (SQLite has no row locks: `FOR UPDATE` is left out there)."
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from session_service.config import Settings
 from session_service.db.engine import create_engine
 from session_service.db.migrate import upgrade_to_head
 from tests.conftest import serve_app
-from tests.helpers import auth
+from tests.fakes.openai import FakeLLM
+from tests.helpers import auth, eventually
 
 
 async def _migrated(make_settings: Callable[..., Settings], tmp_path: Path) -> Settings:
@@ -100,3 +103,41 @@ async def test_the_tree_on_sqlite(make_settings: Callable[..., Settings], tmp_pa
         forked = await client.post(f"{path}/fork", json={"message_id": answer}, headers=headers)
         assert forked.json()["message_count"] == 2
         assert (await client.delete(path, headers=headers)).status_code == 204
+
+
+async def test_stop_and_interrupt_on_sqlite(
+    llm_settings: Callable[..., Settings], fake_llm: FakeLLM, tmp_path: Path
+) -> None:
+    """A reply stopped mid-generation, and a turn that interrupts one, on SQLite."""
+    settings = await _migrated(llm_settings, tmp_path)
+    headers = auth("sqlite-stop")
+    fake_llm.delay = 2
+    async with serve_app(settings) as client:
+        session_id = (await client.post("/api/sessions", headers=headers)).json()["session_id"]
+        path = f"/api/sessions/{session_id}"
+
+        async def slow_turn(count: int) -> asyncio.Task[Any]:
+            """A turn, once its reply is being generated (the session holds `count`)."""
+            running = asyncio.create_task(
+                client.post(f"{path}/messages", json={"content": "slow"}, headers=headers)
+            )
+
+            async def generating() -> bool:
+                detail = (await client.get(path, headers=headers)).json()
+                return bool(detail["message_count"] == count)
+
+            await eventually(generating)
+            return running
+
+        running = await slow_turn(2)
+        reply_id = (await client.get(path, headers=headers)).json()["active_message_id"]
+        stopped = await client.post(f"{path}/messages/{reply_id}/stop", headers=headers)
+        assert stopped.json()["metadata"]["status"] == "stopped"
+        assert (await running).json()["assistant_message"] == stopped.json()
+        running = await slow_turn(4)
+        fake_llm.delay = 0
+        second = await client.post(
+            f"{path}/messages", json={"content": "now", "if_busy": "interrupt"}, headers=headers
+        )
+        assert second.status_code == 201
+        assert (await running).json()["assistant_message"]["metadata"]["status"] == "stopped"

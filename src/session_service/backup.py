@@ -114,7 +114,11 @@ async def _restore_session(
         counts.skipped_sessions += 1
     else:
         values = {name: session[name] for name in SESSION_FIELDS}
-        chat = {"ragflow_chat_id": session.get("ragflow_chat_id")}  # not in older backups
+        chat = {  # not in older backups
+            "ragflow_chat_id": session.get("ragflow_chat_id"),
+            "archived": session.get("archived", False),
+            "pinned": session.get("pinned", False),
+        }
         await backups.add_session({**values, **chat, "message_count": 0})
         counts.sessions += 1
     added = False
@@ -169,6 +173,7 @@ def _session_fields(row: ChatSession) -> dict[str, Any]:
     fields = {name: getattr(row, name) for name in SESSION_FIELDS}
     fields["ragflow_chat_id"] = row.ragflow_chat_id
     fields["active_message_id"] = row.active_message_id
+    fields["archived"], fields["pinned"] = row.archived, row.pinned
     fields["created_at"] = row.created_at.isoformat()
     fields["updated_at"] = row.updated_at.isoformat()
     return fields

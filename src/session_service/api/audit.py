@@ -2,16 +2,37 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from pydantic import BaseModel
 
 from session_service.api.cursors import decode_position_cursor, encode_position_cursor
 from session_service.api.responses import ADMIN_ROUTE
-from session_service.api.schemas import AuditItem, AuditPage
 from session_service.db.audit_log import AuditRepository
-from session_service.db.models import SESSION_ID_PATTERN
+from session_service.db.models import SESSION_ID_PATTERN, AuditEvent
 from session_service.deps import AdminUser, DbSession
+
+
+class AuditItem(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    session_id: str | None
+    user_id: str | None
+    detail: dict[str, Any]
+
+    @classmethod
+    def of(cls, row: AuditEvent) -> AuditItem:
+        return cls.model_validate(row, from_attributes=True)
+
+
+class AuditPage(BaseModel):
+    items: list[AuditItem]
+    next_cursor: str | None
+
 
 router = APIRouter(
     prefix="/api/audit",

@@ -46,7 +46,7 @@ def _decode(cursor: str, parameter: str) -> dict[str, Any]:
 
 
 def encode_session_cursor(key: SessionKey) -> str:
-    return _encode({"u": key.updated_at.isoformat(), "s": key.session_id})
+    return _encode({"p": key.pinned, "u": key.updated_at.isoformat(), "s": key.session_id})
 
 
 def decode_session_cursor(cursor: str) -> SessionKey:
@@ -56,9 +56,10 @@ def decode_session_cursor(cursor: str) -> SessionKey:
         session_id = payload["s"]
     except (KeyError, TypeError, ValueError):
         raise invalid_cursor("cursor", cursor) from None
-    if updated_at.tzinfo is None or not isinstance(session_id, str):
+    pinned = payload.get("p", False)  # a cursor from before pins: among the unpinned
+    if updated_at.tzinfo is None or not isinstance(session_id, str) or type(pinned) is not bool:
         raise invalid_cursor("cursor", cursor)
-    return SessionKey(updated_at=updated_at, session_id=session_id)
+    return SessionKey(pinned=pinned, updated_at=updated_at, session_id=session_id)
 
 
 def encode_position_cursor(position: int) -> str:

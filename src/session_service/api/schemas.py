@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from session_service.api.cursors import MAX_POSITION
 from session_service.chat.public import MessagePublic
@@ -14,7 +14,6 @@ from session_service.chat.sessions import DEFAULT_TITLE
 from session_service.db.models import (
     SESSION_ID_PATTERN,
     TITLE_LENGTH,
-    AuditEvent,
     ChatSession,
 )
 
@@ -78,6 +77,8 @@ class SessionUpdate(BaseModel):
             "it, becomes the active one (409 while a reply is being generated)."
         ),
     )
+    archived: StrictBool | None = Field(None, description="Leave it out of the list, or back in.")
+    pinned: StrictBool | None = Field(None, description="List it first.")
 
 
 class ForkRequest(BaseModel):
@@ -101,6 +102,8 @@ class SessionPublic(BaseModel):
                     "ragflow_session_id": "9f1c0d7e2a6b4c8d9e0f1a2b3c4d5e6f",
                     "message_count": 2,
                     "active_message_id": 42,
+                    "archived": False,
+                    "pinned": True,
                     "agent_active": True,
                 }
             ]
@@ -116,6 +119,8 @@ class SessionPublic(BaseModel):
     ragflow_session_id: str | None
     message_count: int = Field(description="Every stored message, on every branch")
     active_message_id: int | None = Field(description="The active branch's last message")
+    archived: bool
+    pinned: bool
     agent_active: bool
 
     @classmethod
@@ -130,6 +135,8 @@ class SessionPublic(BaseModel):
             ragflow_session_id=row.ragflow_session_id,
             message_count=row.message_count,
             active_message_id=row.active_message_id,
+            archived=row.archived,
+            pinned=row.pinned,
             agent_active=agent_active,
         )
 
@@ -279,22 +286,3 @@ class CleanupResponse(BaseModel):
     released: int
     active_agents: int
     workers: list[WorkerCleanup]
-
-
-class AuditItem(BaseModel):
-    id: int
-    at: datetime
-    actor: str
-    action: str
-    session_id: str | None
-    user_id: str | None
-    detail: dict[str, Any]
-
-    @classmethod
-    def of(cls, row: AuditEvent) -> AuditItem:
-        return cls.model_validate(row, from_attributes=True)
-
-
-class AuditPage(BaseModel):
-    items: list[AuditItem]
-    next_cursor: str | None

@@ -89,17 +89,23 @@ async def list_sessions(
     turns: TurnsDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
+    archived: Annotated[
+        bool, Query(description="`true`: your archived sessions only (by default, the others)")
+    ] = False,
 ) -> SessionPage:
-    """List your sessions, most recently updated first."""
+    """List your sessions (archived ones left out unless asked for), pinned first, then most
+    recently updated."""
     after = decode_session_cursor(cursor) if cursor else None
     rows = await SessionRepository.from_session(db).list_for_user(
-        user.id, limit=limit + 1, after=after
+        user.id, archived=archived, limit=limit + 1, after=after
     )
     page = rows[:limit]
     next_cursor = None
     if len(rows) > limit:
         last = page[-1]
-        next_cursor = encode_session_cursor(SessionKey(last.updated_at, last.session_id))
+        next_cursor = encode_session_cursor(
+            SessionKey(last.pinned, last.updated_at, last.session_id)
+        )
     return SessionPage(
         items=[
             SessionPublic.of(row, agent_active=turns.agents.has(row.session_id)) for row in page
@@ -130,7 +136,7 @@ async def read(
 
 @router.patch(
     "/{session_id}",
-    summary="Rename a session, replace its context, or switch branch",
+    summary="Rename a session, replace its context, switch branch, archive or pin it",
     responses={
         **SESSION_NOT_FOUND,
         **error(409, "A reply is being generated (switching branch)"),
@@ -145,8 +151,8 @@ async def update(
     turns: TurnsDep,
     mirror: MirrorDep,
 ) -> SessionPublic:
-    """Rename a session (and its RAGFlow mirror), replace its context, or switch its active
-    branch; `{}` changes nothing."""
+    """Rename a session (and its RAGFlow mirror), replace its context, switch its active
+    branch, archive or pin it; `{}` changes nothing."""
     renamed = await update_session(
         db,
         user,
@@ -154,6 +160,8 @@ async def update(
         title=body.title,
         context=body.context,
         active_message_id=body.active_message_id,
+        archived=body.archived,
+        pinned=body.pinned,
     )
     if renamed and mirror is not None:
         await mirror.rename(session)  # after the commit: a RAGFlow call holds no row lock

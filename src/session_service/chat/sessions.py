@@ -99,11 +99,13 @@ async def update_session(
     title: str | None,
     context: dict[str, Any] | None,
     active_message_id: int | None = None,
+    archived: bool | None = None,
+    pinned: bool | None = None,
 ) -> bool:
-    """Rename the session, replace its context or switch its active branch (to the newest
-    leaf below `active_message_id`), say so in the audit log, and commit; whether it was
-    renamed (its RAGFlow mirror follows). A value equal to the stored one is no change.
-    SessionNotFound if a concurrent delete came first."""
+    """Rename the session, replace its context, switch its active branch (to the newest leaf
+    below `active_message_id`), archive or pin it; say so in the audit log, and commit;
+    whether it was renamed (its RAGFlow mirror follows). A value equal to the stored one is no
+    change. SessionNotFound if a concurrent delete came first."""
     sessions = SessionRepository.from_session(db)
     if await sessions.lock(row.session_id) is None:  # refreshes `row`, as it is now
         raise SessionNotFound()
@@ -113,9 +115,20 @@ async def update_session(
     if active_message_id is not None:
         leaf = await branches.switch_target(db, row, active_message_id)
         leaf = leaf if leaf != row.active_message_id else None
-    if title is None and context is None and leaf is None:
+    archived = archived if archived != row.archived else None
+    pinned = pinned if pinned != row.pinned else None
+    if title is None and context is None and leaf is None and archived is None and pinned is None:
         return False
     audit = AuditRepository.from_session(db)
+    for action, value in (("session.archived", archived), ("session.pinned", pinned)):
+        if value is not None:
+            await audit.record(
+                user.id,
+                action,
+                session_id=row.session_id,
+                user_id=row.user_id,
+                detail={action.removeprefix("session."): value},
+            )
     if leaf is not None:
         await audit.record(
             user.id,
@@ -136,7 +149,14 @@ async def update_session(
         await audit.record(
             user.id, "session.context_replaced", session_id=row.session_id, user_id=row.user_id
         )
-    await sessions.update(row, title=title, context=context, active_message_id=leaf)
+    await sessions.update(
+        row,
+        title=title,
+        context=context,
+        active_message_id=leaf,
+        archived=archived,
+        pinned=pinned,
+    )
     await db.commit()
     return title is not None
 

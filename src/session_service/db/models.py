@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    false,
 )
 from sqlmodel import Field, SQLModel
 
@@ -36,6 +37,8 @@ SESSION_ID_LENGTH = 64
 SESSION_ID_PATTERN = rf"^[A-Za-z0-9_-]{{1,{SESSION_ID_LENGTH}}}$"
 USER_ID_LENGTH = 255
 TITLE_LENGTH = 500
+# A user's list: archived or not, pinned first, then most recently updated.
+LIST_ORDER = ("user_id", "archived", "pinned", "updated_at", "session_id")
 FEEDBACK_COMMENT_LENGTH = 2000
 
 
@@ -55,8 +58,16 @@ class Rating(StrEnum):
 class ChatSession(SQLModel, table=True):
     __tablename__ = "chat_sessions"
     __table_args__ = (
-        # "my sessions, most recently updated first", with session_id as the tie-break
-        Index("ix_chat_sessions_user_updated", "user_id", "updated_at", "session_id"),
+        # "my sessions (archived or not), pinned first, then most recently updated", with
+        # session_id as the tie-break
+        Index(
+            "ix_chat_sessions_user_list",
+            "user_id",
+            "archived",
+            "pinned",
+            "updated_at",
+            "session_id",
+        ),
         {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"},
     )
 
@@ -68,6 +79,8 @@ class ChatSession(SQLModel, table=True):
     # The RAGFlow chat that mirror belongs to (None: made before it was recorded).
     ragflow_chat_id: str | None = Field(default=None, max_length=64, index=True)
     message_count: int = Field(default=0)  # every message of every branch
+    archived: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
+    pinned: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
     # The active branch's leaf: what GET shows and the next turn answers (None: no messages).
     active_message_id: int | None = Field(default=None, sa_type=BigInteger)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)

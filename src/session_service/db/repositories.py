@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Self
 
-from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, false, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import flag_modified
 from sqlmodel import col
@@ -62,8 +62,9 @@ _FINISH_MESSAGE = (
 
 @dataclass(frozen=True, slots=True)
 class SessionKey:
-    """Position of a session in "most recently updated first" order."""
+    """Position of a session in a list: pinned first, then most recently updated."""
 
+    pinned: bool
     updated_at: datetime
     session_id: str
 
@@ -90,21 +91,26 @@ class SessionRepository(Repository):
         return row
 
     async def list_for_user(
-        self, user_id: str, *, limit: int, after: SessionKey | None
+        self, user_id: str, *, archived: bool, limit: int, after: SessionKey | None
     ) -> Sequence[ChatSession]:
-        """Up to `limit` of the user's sessions, most recently updated first, after `after`."""
-        query = select(ChatSession).where(col(ChatSession.user_id) == user_id)
+        """Up to `limit` of the user's sessions, archived or not, after `after`: pinned first,
+        then most recently updated (ties by session_id), along ix_chat_sessions_user_list."""
+        query = select(ChatSession).where(
+            col(ChatSession.user_id) == user_id, col(ChatSession.archived) == archived
+        )
         if after is not None:
-            query = query.where(
-                or_(
-                    col(ChatSession.updated_at) < after.updated_at,
-                    and_(
-                        col(ChatSession.updated_at) == after.updated_at,
-                        col(ChatSession.session_id) < after.session_id,
-                    ),
-                )
+            later = or_(
+                col(ChatSession.updated_at) < after.updated_at,
+                and_(
+                    col(ChatSession.updated_at) == after.updated_at,
+                    col(ChatSession.session_id) < after.session_id,
+                ),
             )
+            unpinned = col(ChatSession.pinned) == false()
+            # after a pinned one: the pinned further on, then every unpinned one
+            query = query.where(or_(unpinned, later) if after.pinned else and_(unpinned, later))
         query = query.order_by(
+            col(ChatSession.pinned).desc(),
             col(ChatSession.updated_at).desc(),
             col(ChatSession.session_id).desc(),
         ).limit(limit)
@@ -117,15 +123,25 @@ class SessionRepository(Repository):
         title: str | None,
         context: dict[str, Any] | None,
         active_message_id: int | None = None,
+        archived: bool | None = None,
+        pinned: bool | None = None,
     ) -> ChatSession:
+        """Change what is given; `updated_at` moves with the conversation's changes (title,
+        context, branch), not with its filing (archived, pinned)."""
+        moved = title is not None or context is not None or active_message_id is not None
         if title is not None:
             row.title = title
         if active_message_id is not None:
             row.active_message_id = active_message_id
+        if archived is not None:
+            row.archived = archived
+        if pinned is not None:
+            row.pinned = pinned
         if context is not None:
             row.context = context
             flag_modified(row, "context")  # JSON change detection takes `true` for `1`
-        row.updated_at = utcnow()
+        if moved:
+            row.updated_at = utcnow()
         await self.db.flush()
         return row
 

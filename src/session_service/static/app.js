@@ -6,6 +6,7 @@ const $ = (id) => document.getElementById(id);
 const state = {
   token: localStorage.getItem("token") || "",
   sessionId: location.hash.slice(1) || null,
+  archived: false, // the sidebar lists archived sessions instead
   streaming: null, // the assistant message id of the reply this page is streaming
 };
 
@@ -240,17 +241,34 @@ async function fork(message) {
 
 // --- sessions -----------------------------------------------------------------------
 async function loadSessions() {
-  const { items } = await (await api("GET", "/api/sessions?limit=100")).json();
+  const archived = state.archived ? "&archived=true" : "";
+  const { items } = await (await api("GET", `/api/sessions?limit=100${archived}`)).json();
   const list = $("sessions");
   list.replaceChildren();
   for (const session of items) {
     const item = element("li", session.session_id === state.sessionId ? "active" : "", session.title);
     item.dataset.id = session.session_id;
+    if (session.pinned) item.classList.add("pinned");
     item.append(element("small", "", `${session.message_count} messages · ${new Date(session.updated_at).toLocaleString()}`));
+    const filing = element("span", "filing");
+    filing.append(
+      button(session.pinned ? "Unpin" : "Pin", "Keep it at the top", file(session, { pinned: !session.pinned }), "link pin"),
+      button(session.archived ? "Unarchive" : "Archive", "Out of the list, kept", file(session, { archived: !session.archived }), "link archive"),
+    );
+    item.append(filing);
     item.onclick = () => select(session.session_id);
     list.append(item);
   }
+  $("show-archived").textContent = state.archived ? "back to sessions" : "archived";
   return items;
+}
+
+function file(session, change) {
+  return async (event) => {
+    event.stopPropagation(); // not a click on the session
+    await api("PATCH", `/api/sessions/${session.session_id}`, change);
+    await loadSessions();
+  };
 }
 
 async function select(sessionId) {
@@ -323,6 +341,7 @@ $("delete-session").onclick = async () => {
   await api("DELETE", `/api/sessions/${state.sessionId}`);
   await select(null);
 };
+$("show-archived").onclick = () => { state.archived = !state.archived; loadSessions(); };
 $("composer").onsubmit = send;
 $("stop").onclick = stop;
 $("content").onkeydown = (event) => {

@@ -111,6 +111,7 @@ async def test_the_tree_and_the_active_leaf_survive_a_round_trip(
         f"{turns}/{answer_one}/feedback", json={"rating": "down", "comment": "ü"}, headers=grace
     )
     assert rated.status_code == 200
+    await client.patch(f"/api/sessions/{session_id}", json={"pinned": True}, headers=grace)
     shown = (await client.get(f"/api/sessions/{session_id}", headers=grace)).json()
     assert shown["active_message_id"] == second["assistant_message"]["id"]
     out = tmp_path / "tree.jsonl"
@@ -119,6 +120,7 @@ async def test_the_tree_and_the_active_leaf_survive_a_round_trip(
     records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert records[0]["format"] == "session-service/2"
     assert records[0]["active_message_id"] == shown["active_message_id"]
+    assert (records[0]["pinned"], records[0]["archived"]) == (True, False)
     parents = {r["id"]: r["parent_id"] for r in records[1:]}
     feedback = {r["id"]: r["feedback"] for r in records[1:] if r["feedback"]}
     assert list(feedback) == [answer_one]

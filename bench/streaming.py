@@ -67,7 +67,8 @@ async def measure(base: str, llm_url: str, requests: int) -> dict[str, float]:
         session_id = ""
         for index in range(requests + 10):  # the first 10 warm up
             if index % TURNS_PER_SESSION == 0:
-                session_id = (await http.post("/api/sessions", json={})).json()["session_id"]
+                created = await http.post("/api/sessions", json={"title": "bench"})
+                session_id = created.json()["session_id"]
             service_time = await first_delta(http, session_id, f"question {index}")
             llm_time = await first_chunk(llm, f"question {index}")
             if index >= 10:

@@ -181,7 +181,7 @@ async def service_round(
 
         async def new_session() -> str:
             async with made:
-                answer = await http.post("/api/sessions", json={})
+                answer = await http.post("/api/sessions", json={"title": "bench"})
                 return str(answer.raise_for_status().json()["session_id"])
 
         sessions = await asyncio.gather(*(new_session() for _ in range(n)))

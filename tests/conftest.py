@@ -115,7 +115,9 @@ def fake_llm() -> Iterator[FakeLLM]:
 def llm_settings(
     make_settings: Callable[..., Settings], fake_llm: FakeLLM
 ) -> Callable[..., Settings]:
-    """Settings for the app talking to `fake_llm` through langchain-openai."""
+    """Settings for the app talking to `fake_llm` through langchain-openai. Automatic titles
+    are off, so that every call the fake sees is a turn's (tests/test_titles.py turns them
+    on)."""
 
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
@@ -123,6 +125,7 @@ def llm_settings(
             "llm_base_url": fake_llm.base_url,
             "llm_api_key": "test-key",
             "llm_timeout_seconds": 10,
+            "auto_title": False,
         }
         values.update(overrides)
         return make_settings(**values)

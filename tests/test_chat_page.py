@@ -54,7 +54,7 @@ async def test_chat_page_in_development_mode(
 ) -> None:
     async with uvicorn_server(make_settings(auth_jwt_secret=None)) as base:
         page = await browser.new_page(viewport={"width": 1100, "height": 700})
-        page.on("dialog", lambda dialog: dialog.accept(dialog.default_value or "Trip to Lisbon 🇵🇹"))
+        page.on("dialog", lambda dialog: dialog.accept(""))  # no title: one is made
         await page.goto(base)
         await expect(page.locator("#whoami")).to_have_text("development mode")
         await page.click("#new-session")
@@ -64,6 +64,8 @@ async def test_chat_page_in_development_mode(
         await expect(reply).to_contain_text("offline")
         await expect(reply).to_contain_text("What should I see in Lisbon? 𝄞")
         await expect(reply).not_to_have_class("pending")
+        await expect(page.locator("#title")).to_have_text("What should I see in Lisbon? 𝄞")
+        await expect(page.locator("#sessions li.active")).to_contain_text("Lisbon?")
         await chat(page, "And where should I eat?")
         await expect(page.locator(".message.assistant").last).to_contain_text("2 earlier messages")
 
@@ -205,7 +207,7 @@ async def test_conversation_control_on_the_page(
         await expect(page.locator(".message.assistant .body img")).to_have_count(1)
         assert await page.locator(".message.assistant .body img").get_attribute("onerror") is None
         await expect(page.locator(".message.assistant .body script")).to_have_count(0)
-        assert dialogs == ["Title of the new session"]
+        assert dialogs == ["Title of the new session (empty: made from your first message)"]
 
 
 async def test_the_page_is_served_with_a_strict_content_security_policy(

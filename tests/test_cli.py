@@ -379,6 +379,7 @@ def test_export_into_a_pipe_closed_early(tmp_path: Path, database_url: str) -> N
         "active_message_id": messages[-1]["id"],
         "archived": False,
         "pinned": False,
+        "titled": True,
     }
     assert piped.returncode == 141  # 128 + SIGPIPE, as `cat` in its place would end
     stderr = (tmp_path / "err").read_text()

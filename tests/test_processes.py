@@ -33,6 +33,7 @@ def service_env(migrated_url: str, fake_llm: FakeLLM) -> dict[str, str]:
         "AUTH_JWT_SECRET": JWT_SECRET,
         "TURN_LOCK_LEASE_SECONDS": str(LEASE_SECONDS),
         "LOG_LEVEL": "WARNING",
+        "AUTO_TITLE": "false",  # every LLM call here is a turn's
     }
 
 

@@ -118,6 +118,7 @@ async def _restore_session(
             "ragflow_chat_id": session.get("ragflow_chat_id"),
             "archived": session.get("archived", False),
             "pinned": session.get("pinned", False),
+            "titled": session.get("titled", True),
         }
         await backups.add_session({**values, **chat, "message_count": 0})
         counts.sessions += 1
@@ -173,7 +174,7 @@ def _session_fields(row: ChatSession) -> dict[str, Any]:
     fields = {name: getattr(row, name) for name in SESSION_FIELDS}
     fields["ragflow_chat_id"] = row.ragflow_chat_id
     fields["active_message_id"] = row.active_message_id
-    fields["archived"], fields["pinned"] = row.archived, row.pinned
+    fields["archived"], fields["pinned"], fields["titled"] = row.archived, row.pinned, row.titled
     fields["created_at"] = row.created_at.isoformat()
     fields["updated_at"] = row.updated_at.isoformat()
     return fields

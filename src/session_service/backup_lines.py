@@ -91,7 +91,7 @@ def _check_session(number: int, record: dict[str, Any]) -> None:
         raise BackupError(f"line {number}: session_id {session_id!r} is not 1-64 of [A-Za-z0-9_-]")
     if not isinstance(title, str) or not title.strip() or len(title) > TITLE_LENGTH:
         raise BackupError(f"line {number}: title must be 1-{TITLE_LENGTH} characters, not blank")
-    for name in ("archived", "pinned"):  # not in older backups
+    for name in ("archived", "pinned", "titled"):  # not in older backups
         if type(record.get(name, False)) is not bool:
             raise BackupError(f"line {number}: {name} must be true or false")
     for name in ("ragflow_session_id", "ragflow_chat_id"):  # the second: not in older backups

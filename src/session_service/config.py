@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     max_concurrent_turns: int = Field(250, ge=1)
     max_event_loop_lag_ms: float = Field(0, ge=0)
     stream_flush_ms: float = Field(0, ge=0, le=1000)
+    auto_title: bool = True
 
     auth_jwt_secret: SecretStr | None = None
     # Tokens from an identity provider (RS256/ES256), verified against its published keys.

@@ -18,6 +18,7 @@ from session_service.llm.deadline import Stopper
 MESSAGE_START = "message_start"
 DELTA = "delta"
 MESSAGE_END = "message_end"
+TITLE = "title"  # the session's automatic title, when it is ready before message_end
 ERROR = "error"
 
 

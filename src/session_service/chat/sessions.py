@@ -56,12 +56,14 @@ async def create_session(
         existing = await sessions.get(session_id)
         if existing is not None:
             return _repeated(existing, user, title, context), False
+    titled = title is not None  # else its first turn titles it (chat.titles)
     title = DEFAULT_TITLE if title is None else title
     mirror_id = await mirror.create(title, user.id) if mirror is not None else None
     row = ChatSession(
         session_id=session_id or uuid.uuid4().hex,
         user_id=user.id,
         title=title,
+        titled=titled,
         context=context or {},
         ragflow_session_id=mirror_id,
         ragflow_chat_id=mirror.chat_id if mirror_id is not None and mirror is not None else None,

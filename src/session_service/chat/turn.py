@@ -11,6 +11,7 @@ the LLM generates, and the turn lock keeps one turn per session at a time.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any, Literal
@@ -31,6 +32,7 @@ from session_service.chat.public import MessagePublic
 from session_service.chat.questions import Ask, Opened
 from session_service.chat.replies import Replies
 from session_service.chat.stopping import Stops
+from session_service.chat.titles import Titles
 from session_service.chat.turn_store import Step, TurnStore
 from session_service.config import Settings
 from session_service.db.models import ChatSession, MessageStatus
@@ -42,9 +44,8 @@ IfBusy = Literal["wait", "reject", "interrupt"]
 
 
 class ChatTurns:
-    """Runs turns; one per process, made in the lifespan. Its public face is what the routes
-    and the lifespan use: `begin` a turn, `follow` or `stop` a reply, `agents`, `stops`'s
-    watch, `close`."""
+    """Runs turns; one per process, made in the lifespan. Its public face: `begin` a turn,
+    `follow` or `stop` a reply, `agents`, `stops`'s watch, `close`."""
 
     def __init__(
         self,
@@ -65,6 +66,7 @@ class ChatTurns:
         self.replies = Replies(session_factory)
         self.stops = Stops(session_factory, reserve, self.replies)
         self.store = TurnStore(session_factory, reserve)
+        self.titles = Titles(session_factory, llm, mirror, settings.llm_timeout_seconds)
         self.admission = Admission(settings.max_concurrent_turns, settings.max_event_loop_lag_ms)
 
     # --- the public face -----------------------------------------------------------------
@@ -113,7 +115,7 @@ class ChatTurns:
         return await self.stops.stop(user, session_id, message_id)
 
     async def close(self, grace_seconds: float) -> None:
-        await self.replies.close(grace_seconds)
+        await asyncio.gather(self.replies.close(grace_seconds), self.titles.close())
 
     # --- steps 2 and 3: lock, store -------------------------------------------------------
 
@@ -132,7 +134,6 @@ class ChatTurns:
             wait_seconds=self.settings.turn_lock_timeout_seconds,
             wait=if_busy != "reject",
         )
-
         stored_at = time.perf_counter()
         row, stored = await self.store.first(lease, user, session_id, step)  # or lease.end()
         if isinstance(stored, TurnResult):  # answered while this request waited for the lock
@@ -146,6 +147,8 @@ class ChatTurns:
             MESSAGE_START,
             {"user_message": stored.shown, "assistant_message_id": stored.placeholder.id},
         )
+        if self.settings.auto_title and not row.titled:  # beside the reply: in no one's way
+            self.titles.start(row, stored.question.content, generation)
         reply = self._generate(generation, row, stored, lease, stream)
         self.replies.start(generation, reply, ended=self.admission.leave)
         return generation

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Table,
     UniqueConstraint,
     false,
+    true,
 )
 from sqlmodel import Field, SQLModel
 
@@ -74,6 +75,8 @@ class ChatSession(SQLModel, table=True):
     session_id: str = Field(primary_key=True, max_length=SESSION_ID_LENGTH)
     user_id: str = Field(max_length=USER_ID_LENGTH)
     title: str = Field(max_length=TITLE_LENGTH)
+    # False while a session created without a title waits for an automatic one (chat.titles)
+    titled: bool = Field(default=True, sa_column_kwargs={"server_default": true()})
     context: dict[str, Any] = Field(default_factory=dict, sa_type=JSON, nullable=False)
     ragflow_session_id: str | None = Field(default=None, max_length=64)
     # The RAGFlow chat that mirror belongs to (None: made before it was recorded).

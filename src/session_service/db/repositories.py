@@ -1,7 +1,6 @@
 """The SQL of sessions and messages. Repositories flush but never commit: the caller owns the
-transaction. (Other statements sit beside the code that owns them: the turn lock's in
-turn_lock.py, the audit log's in audit_log.py, pending RAGFlow deletions' in
-ragflow_deletions.py, backups' in backup.py.)"""
+transaction. (Other statements sit beside the code that owns them: the turn lock, the tree,
+feedback, stops, the audit log, pending RAGFlow deletions, backups: db/*.py.)"""
 
 from __future__ import annotations
 
@@ -130,7 +129,7 @@ class SessionRepository(Repository):
         context, branch), not with its filing (archived, pinned)."""
         moved = title is not None or context is not None or active_message_id is not None
         if title is not None:
-            row.title = title
+            row.title, row.titled = title, True  # a title the user set is never replaced
         if active_message_id is not None:
             row.active_message_id = active_message_id
         if archived is not None:
@@ -206,6 +205,15 @@ class SessionRepository(Repository):
             await self.db.execute(_COUNT_MESSAGES, params)
         else:
             await self.db.execute(_COUNT_MESSAGES_GENERATING, params | {"generating": generating})
+
+    async def title(self, session_id: str, title: str) -> bool:
+        """Give a session waiting for an automatic title this one; whether it was waiting."""
+        result = await self.db.execute(
+            update(SESSIONS)
+            .where(SESSIONS.c.session_id == session_id, SESSIONS.c.titled == false())
+            .values(title=title, titled=True)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
 
     async def set_active(self, session_id: str, message_id: int | None) -> None:
         """Make the branch ending at `message_id` (a leaf) the active one."""

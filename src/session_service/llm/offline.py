@@ -20,13 +20,21 @@ from langchain_core.messages import (
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
+from session_service.llm.prompts import TITLE_PROMPT
+
 MODEL_NAME = "offline"
 
 
+TITLE_WORDS = 8
+
+
 def offline_reply(messages: list[BaseMessage]) -> str:
-    """Say that it is offline, quote the question, count the history before it."""
+    """Say that it is offline, quote the question, count the history before it; asked for a
+    title (TITLE_PROMPT), the question's first words."""
     conversation = [m for m in messages if not isinstance(m, SystemMessage)]
     question = conversation[-1].text if conversation else ""
+    if messages and messages[0].text == TITLE_PROMPT:
+        return " ".join(question.split()[:TITLE_WORDS])
     earlier = len(conversation) - 1 if conversation else 0
     grounded = any("Knowledge:" in m.text for m in messages if isinstance(m, SystemMessage))
     reply = (

@@ -160,6 +160,9 @@ async function follow(response, item) {
       text += event.data.text;
       setBody(item, "assistant", text);
       item.scrollIntoView({ block: "end" });
+    } else if (event.name === "title") {
+      $("title").textContent = event.data.title; // the session's automatic title, just made
+      loadSessions();
     } else if (event.name === "error") {
       item.classList.remove("pending");
       note(item, `error: ${event.data.detail}`);
@@ -331,9 +334,9 @@ $("signin-form").onsubmit = (event) => {
 };
 $("signout").onclick = () => { localStorage.removeItem("token"); state.token = ""; start(); };
 $("new-session").onclick = async () => {
-  const title = prompt("Title of the new session", "New chat");
+  const title = prompt("Title of the new session (empty: made from your first message)", "");
   if (title === null) return;
-  const session = await (await api("POST", "/api/sessions", { title: title || "New chat" })).json();
+  const session = await (await api("POST", "/api/sessions", title.trim() ? { title } : {})).json();
   await select(session.session_id);
 };
 $("delete-session").onclick = async () => {

@@ -1,6 +1,6 @@
 """Turns per second through the HTTP API against the same SQL work done directly.
 
-    .venv/bin/python -m bench.turns [--clients 16] [--seconds 10]
+    .venv/bin/python -m bench.turns [--clients 16] [--seconds 10] [--quick]
 
 Works in a fresh MariaDB database (TEST_DATABASE_URL or the local server) with an instant
 fake OpenAI-compatible LLM and `session-service serve` (one worker). Concurrent clients send
@@ -213,7 +213,7 @@ def llm_in_a_process() -> Iterator[str]:
         process.wait(10)
 
 
-async def llm_call_cpu(llm_url: str) -> dict[str, float]:
+async def llm_call_cpu(llm_url: str, calls: int = LLM_CALLS) -> dict[str, float]:
     """CPU ms per non-streamed LLM call with a 10-message history, the client's side alone:
     langchain-openai's ChatOpenAI as it comes, the service's model, the same request by httpx."""
     history: list[BaseMessage] = [
@@ -243,9 +243,9 @@ async def llm_call_cpu(llm_url: str) -> dict[str, float]:
             for _ in range(20):
                 await call()
             started = time.process_time()
-            for _ in range(LLM_CALLS):
+            for _ in range(calls):
                 await call()
-            figures[name] = (time.process_time() - started) * 1000 / LLM_CALLS
+            figures[name] = (time.process_time() - started) * 1000 / calls
     await close_chat_model(ours)
     return figures
 
@@ -312,6 +312,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument(
+        "--quick", action="store_true", help="a tenth of the in-process turns and LLM calls"
+    )
     args = parser.parse_args()
     server_pid = mariadb_pid()
     server = {"mariadb": server_pid} if server_pid is not None else {}
@@ -350,11 +353,11 @@ def main() -> None:
                 server,
                 lambda: asyncio.run(direct_sql(database_url, args.clients, args.seconds)),
             )
-            core_cpu = asyncio.run(turn_core_cpu(database_url))
+            core_cpu = asyncio.run(turn_core_cpu(database_url, 60 if args.quick else 600))
     finally:
         llm.stop()
     with llm_in_a_process() as llm_url:
-        llm_cpu = asyncio.run(llm_call_cpu(llm_url))
+        llm_cpu = asyncio.run(llm_call_cpu(llm_url, LLM_CALLS // 10 if args.quick else LLM_CALLS))
     rows = (
         ("session-service", api),
         ("  ... on asyncmy", on_asyncmy),

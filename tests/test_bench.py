@@ -32,7 +32,7 @@ def run(main: Any, monkeypatch: pytest.MonkeyPatch, results: Path, *argv: str) -
 
 
 def test_turns(results: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    figures = run(turns.main, monkeypatch, results, "--clients", "2", "--seconds", "1")
+    figures = run(turns.main, monkeypatch, results, "--clients", "2", "--seconds", "1", "--quick")
     parties = [
         figures["session_service"],
         figures["session_service_asyncmy"],

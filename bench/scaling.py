@@ -96,11 +96,11 @@ def sweep_cost(pool_size: int, expired_share: float) -> dict[str, float]:
     return {"pool": pool_size, "expired": expired, "sweep_ms": took * 1000}
 
 
-async def bare_select(database_url: str, session_id: str) -> float:
+async def bare_select(database_url: str, session_id: str, repeats: int) -> float:
     connection = await aiomysql.connect(**aiomysql_options(database_url))
     times = []
     async with connection.cursor() as cursor:
-        for _ in range(REPEATS):
+        for _ in range(repeats):
             started = time.perf_counter()
             await cursor.execute(
                 "SELECT id, seq, role, content, timestamp, metadata FROM chat_messages"
@@ -114,7 +114,7 @@ async def bare_select(database_url: str, session_id: str) -> float:
 
 
 async def restore_and_long_sessions(
-    database_url: str, base: str, sizes: list[int], turn_sizes: list[int]
+    database_url: str, base: str, sizes: list[int], turn_sizes: list[int], repeats: int
 ) -> tuple[list[dict[str, float]], dict[str, float]]:
     """Restores at each size and turns at each of `turn_sizes`, measured in interleaved rounds
     (one of each per round), so that the machine slowing down now and then hits all alike."""
@@ -136,7 +136,7 @@ async def restore_and_long_sessions(
         stored = {size: await filled(size) for size in sizes}
         released: dict[int, list[float]] = {size: [] for size in sizes}
         pooled: dict[int, list[float]] = {size: [] for size in sizes}
-        for _ in range(REPEATS):
+        for _ in range(repeats):
             await http.post("/api/sessions/cleanup", json={"max_age_seconds": 0})
             for size in sizes:
                 released[size].append(await timed_get(stored[size]))
@@ -152,7 +152,7 @@ async def restore_and_long_sessions(
                     "restore_get_ms": restore_get_ms,
                     "pooled_get_ms": pooled_get_ms,
                     "restore_ms": restore_get_ms - pooled_get_ms,  # the rebuild's own cost
-                    "bare_select_ms": await bare_select(database_url, stored[size]),
+                    "bare_select_ms": await bare_select(database_url, stored[size], repeats),
                 }
             )
 
@@ -160,9 +160,9 @@ async def restore_and_long_sessions(
         # a long session grows by two messages a turn, which is nothing next to its size; a
         # short one would not stay short, so every round takes a fresh one.
         turn_sessions = {
-            size: [await filled(size) for _ in range(REPEATS)]
+            size: [await filled(size) for _ in range(repeats)]
             if size < 1000
-            else [stored.get(size) or await filled(size)] * REPEATS
+            else [stored.get(size) or await filled(size)] * repeats
             for size in turn_sizes
         }
         await http.post("/api/sessions/cleanup", json={"max_age_seconds": 0})
@@ -170,7 +170,7 @@ async def restore_and_long_sessions(
             for session_id in set(sessions):
                 await timed_get(session_id)  # the agent is rebuilt from the rows, and pooled
         turns: dict[int, list[float]] = {size: [] for size in turn_sizes}
-        for index in range(REPEATS):
+        for index in range(repeats):
             for size in turn_sizes:
                 started = time.perf_counter()
                 response = await http.post(
@@ -228,7 +228,9 @@ def chart(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    parser.add_argument(
+        "--quick", action="store_true", help="smaller sizes and 10 rounds, for a smoke run"
+    )
     args = parser.parse_args()
     sizes = [10, 100, 1000] if args.quick else [10, 100, 1000, 5000, 10000]
     turn_sizes = [10, 1000] if args.quick else [10, 1000, 5000, 10000]
@@ -237,7 +239,9 @@ def main() -> None:
     try:
         with scratch_database() as database_url, service(database_url, llm.base_url) as (base, _):
             restores, turn_ms = asyncio.run(
-                restore_and_long_sessions(database_url, base, sizes, turn_sizes)
+                restore_and_long_sessions(
+                    database_url, base, sizes, turn_sizes, 10 if args.quick else REPEATS
+                )
             )
     finally:
         llm.stop()

@@ -43,12 +43,13 @@ class Histories:
             token_budget=self.settings.agent_history_max_tokens,
         )
 
-    async def pooled(self, row: ChatSession, db: AsyncSession | None = None) -> ChatAgent:
-        """The session's agent from the pool, rebuilt into it (on its active branch) if it is
-        not there."""
-        return await self.pool.get_or_rebuild(
-            row.session_id, lambda: self.rebuild(row, row.active_message_id, db)
-        )
+    async def pooled(
+        self, row: ChatSession, db: AsyncSession | None = None, *, leaf_id: int | None = None
+    ) -> ChatAgent:
+        """The session's agent from the pool, rebuilt into it if it is not there: on the
+        branch ending at `leaf_id` (a turn's question), or else on the active branch."""
+        leaf = row.active_message_id if leaf_id is None else leaf_id
+        return await self.pool.get_or_rebuild(row.session_id, lambda: self.rebuild(row, leaf, db))
 
     async def rebuild(
         self, row: ChatSession, leaf_id: int | None, db: AsyncSession | None = None

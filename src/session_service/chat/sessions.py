@@ -119,37 +119,27 @@ async def update_session(
         leaf = leaf if leaf != row.active_message_id else None
     archived = archived if archived != row.archived else None
     pinned = pinned if pinned != row.pinned else None
-    if title is None and context is None and leaf is None and archived is None and pinned is None:
+    changes: list[tuple[str, dict[str, Any]]] = [
+        (action, detail)
+        for action, detail, changed in (
+            ("session.archived", {"archived": archived}, archived is not None),
+            ("session.pinned", {"pinned": pinned}, pinned is not None),
+            (
+                "session.branch_switched",
+                {"from": row.active_message_id, "to": leaf},
+                leaf is not None,
+            ),
+            ("session.renamed", {"from": row.title, "to": title}, title is not None),
+            ("session.context_replaced", {}, context is not None),
+        )
+        if changed
+    ]
+    if not changes:
         return False
     audit = AuditRepository.from_session(db)
-    for action, value in (("session.archived", archived), ("session.pinned", pinned)):
-        if value is not None:
-            await audit.record(
-                user.id,
-                action,
-                session_id=row.session_id,
-                user_id=row.user_id,
-                detail={action.removeprefix("session."): value},
-            )
-    if leaf is not None:
+    for action, detail in changes:
         await audit.record(
-            user.id,
-            "session.branch_switched",
-            session_id=row.session_id,
-            user_id=row.user_id,
-            detail={"from": row.active_message_id, "to": leaf},
-        )
-    if title is not None:
-        await audit.record(
-            user.id,
-            "session.renamed",
-            session_id=row.session_id,
-            user_id=row.user_id,
-            detail={"from": row.title, "to": title},
-        )
-    if context is not None:
-        await audit.record(
-            user.id, "session.context_replaced", session_id=row.session_id, user_id=row.user_id
+            user.id, action, session_id=row.session_id, user_id=row.user_id, detail=detail
         )
     await sessions.update(
         row,

@@ -167,7 +167,7 @@ class ChatTurns:
         assert placeholder.id is not None
         parts: list[str] = []
         try:
-            agent = await self.agents.pooled(row)
+            agent = await self.agents.pooled(row, leaf_id=question.id)  # one rebuild, if any
             with self.pool.in_use(row.session_id):
                 agent = await self.agents.caught_up(agent, row, question)
                 with metrics.timed_phase(Phase.GROUNDING):

@@ -1,5 +1,5 @@
-"""The migrations: a line of messages becomes one branch of the tree, on MariaDB and SQLite;
-and the migrated schema is the one the models describe."""
+"""The migrations: a line of messages becomes one branch of the tree and is indexed for
+search, on MariaDB and SQLite; and the migrated schema is the one the models describe."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from alembic.migration import MigrationContext
 
 from session_service.db.migrate import alembic_config
 from session_service.db.models import metadata
+from session_service.db.search_terms import owner_key
 from tests.helpers import scratch_database
 
 BEFORE_THE_TREE = "20261129_0006"
@@ -74,7 +75,12 @@ def test_every_session_becomes_one_branch(empty_database: str) -> None:
         active = dict(
             db.execute(sa.text("SELECT session_id, active_message_id FROM chat_sessions")).all()
         )
+        indexed = db.execute(sa.text("SELECT message_id, term, owner FROM search_terms")).all()
+        contents = db.execute(sa.text("SELECT id, content FROM chat_messages")).all()
     engine.dispose()
+    # the stored messages are indexed for search ("a1": one word), under their owner
+    assert len(contents) == 7
+    assert sorted(indexed) == sorted((i, c, owner_key("u")) for i, c in contents)
     for session_id in ("a", "b"):
         ids = [(i, p) for s, i, p in rows if s == session_id]
         assert [p for _, p in ids] == [None, *[i for i, _ in ids[:-1]]]

@@ -141,3 +141,26 @@ async def test_stop_and_interrupt_on_sqlite(
         )
         assert second.status_code == 201
         assert (await running).json()["assistant_message"]["metadata"]["status"] == "stopped"
+
+
+async def test_search_on_sqlite(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    """Words and CJK substrings, titles and messages, nothing after a deletion, on SQLite."""
+    settings = await _migrated(make_settings, tmp_path)
+    headers = auth("sqlite-search")
+    async with serve_app(settings) as client:
+        created = await client.post("/api/sessions", json={"title": "CAFÉ notes"}, headers=headers)
+        path = f"/api/sessions/{created.json()['session_id']}"
+        turned = await client.post(
+            f"{path}/messages", json={"content": "Où est le 北京饭店?"}, headers=headers
+        )
+        question = turned.json()["user_message"]["id"]
+
+        async def found(q: str) -> list[int | None]:
+            page = (await client.get("/api/search", params={"q": q}, headers=headers)).json()
+            return [item["message"]["id"] if item["message"] else None for item in page["items"]]
+
+        assert question in await found("OÙ")
+        assert question in await found("京饭")
+        assert await found("café") == [None]
+        assert (await client.delete(path, headers=headers)).status_code == 204
+        assert await found("京饭") == []

@@ -32,6 +32,7 @@ from session_service.db.models import (
     ChatSession,
     MessageFeedback,
 )
+from session_service.db.search import SearchRepository
 
 SESSIONS_PER_PAGE = 100
 MESSAGES_PER_PAGE = 500
@@ -151,6 +152,9 @@ async def _restore_session(
                 feedback.append(feedback_row(session, message))
         if new:
             await backups.add_messages(new)
+            await SearchRepository.from_session(backups.db).index(
+                session["user_id"], ((row["id"], row["content"]) for row in new)
+            )
             await backups.add_feedback(feedback)
             counts.messages += len(new)
             added = True

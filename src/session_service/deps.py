@@ -11,13 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from session_service.agents.pool import AgentPool
 from session_service.agents.workers import Workers
-from session_service.api.cursors import MAX_POSITION
 from session_service.auth import DEV_USER, TokenVerifier, User
 from session_service.chat.mirror import Mirror
 from session_service.chat.sessions import owned_session
 from session_service.chat.turn import ChatTurns
 from session_service.config import Settings
 from session_service.db.models import SESSION_ID_PATTERN, ChatSession
+from session_service.db.types import MAX_POSITION
 from session_service.errors import Forbidden, Unauthorized
 
 

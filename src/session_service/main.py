@@ -30,7 +30,7 @@ from session_service import __version__
 from session_service.agents.pool import AgentPool
 from session_service.agents.sweeper import sweep_once
 from session_service.agents.workers import Workers
-from session_service.api import agents, audit, feedback, health, metrics, sessions, turns
+from session_service.api import agents, audit, feedback, health, metrics, search, sessions, turns
 from session_service.background import Repeating
 from session_service.chat import recovery
 from session_service.chat.mirror import Mirror
@@ -179,6 +179,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(turns.router)
     app.include_router(audit.router)
     app.include_router(feedback.router)
+    app.include_router(search.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)

@@ -11,10 +11,10 @@ from typing import Any
 
 from fastapi.exceptions import RequestValidationError
 
+from session_service.chat.search import Position
 from session_service.db.repositories import SessionKey
+from session_service.db.types import MAX_POSITION
 from session_service.json_input import loads_strict
-
-MAX_POSITION = 2**63 - 1  # ids and sequence numbers are signed 64-bit integers
 
 
 def _encode(payload: dict[str, Any]) -> str:
@@ -92,3 +92,33 @@ def decode_time_cursor(cursor: str) -> tuple[datetime, int]:
     if at.tzinfo is None:
         raise invalid_cursor("cursor", cursor)
     return at, decode_position_cursor(cursor, "cursor")
+
+
+def encode_search_cursor(at: Position) -> str:
+    """Both of a search's positions: messages below an id, titles after a session."""
+    titles = (
+        None if at.titles_after is None else [at.titles_after[0].isoformat(), at.titles_after[1]]
+    )
+    return _encode({"m": at.messages_below, "t": titles, "td": at.titles_done})
+
+
+def decode_search_cursor(cursor: str) -> Position:
+    payload = _decode(cursor, "cursor")
+    below, titles, titles_done = payload.get("m"), payload.get("t"), payload.get("td")
+    if (
+        not isinstance(below, int)
+        or isinstance(below, bool)
+        or not 0 <= below <= MAX_POSITION
+        or type(titles_done) is not bool
+    ):
+        raise invalid_cursor("cursor", cursor)
+    if titles is None:
+        return Position(below, None, titles_done)
+    try:
+        at, session_id = titles
+        after = datetime.fromisoformat(at)
+    except (TypeError, ValueError):
+        raise invalid_cursor("cursor", cursor) from None
+    if after.tzinfo is None or not isinstance(session_id, str):
+        raise invalid_cursor("cursor", cursor)
+    return Position(below, (after, session_id), titles_done)

@@ -7,7 +7,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, field_validator
 
-from session_service.api.cursors import MAX_POSITION
 from session_service.chat.public import MessagePublic
 from session_service.chat.questions import Ask
 from session_service.chat.sessions import DEFAULT_TITLE
@@ -16,6 +15,7 @@ from session_service.db.models import (
     TITLE_LENGTH,
     ChatSession,
 )
+from session_service.db.types import MAX_POSITION
 
 RESERVED_SESSION_IDS = frozenset({"status", "cleanup"})
 MAX_CLEANUP_AGE_SECONDS = 10 * 365 * 24 * 3600  # "every agent idle at all" needs no more

@@ -14,6 +14,7 @@ from session_service.chat.mirror import Mirror
 from session_service.db.audit_log import AuditRepository
 from session_service.db.models import ChatMessage, ChatSession, MessageStatus
 from session_service.db.repositories import MessageRepository, SessionRepository
+from session_service.db.search import SearchRepository
 from session_service.db.tree import TreeRepository
 from session_service.db.types import utcnow
 from session_service.errors import InvalidInput
@@ -73,7 +74,7 @@ async def _copy(
         )
     )
     messages = MessageRepository.from_session(db)
-    parent = None
+    parent, copies = None, []
     for seq, message in enumerate(branch, start=1):
         copy = await messages.insert(
             ChatMessage(
@@ -87,6 +88,8 @@ async def _copy(
             )
         )
         parent = copy.id
+        copies.append((parent or 0, copy.content))
+    await SearchRepository.from_session(db).index(user.id, copies)
     await sessions.record_messages(row.session_id, len(branch), utcnow())
     await sessions.set_active(row.session_id, parent)
     await AuditRepository.from_session(db).record(

@@ -20,6 +20,7 @@ from session_service.chat.sessions import owned_session
 from session_service.db.contention import Busy, is_contention, retry_on_contention
 from session_service.db.models import ChatMessage, ChatSession, MessageStatus
 from session_service.db.repositories import MessageRepository, SessionRepository
+from session_service.db.search import SearchRepository
 from session_service.db.tree import TreeRepository
 from session_service.db.turn_lock import Lease
 from session_service.db.types import utcnow
@@ -134,7 +135,7 @@ class TurnStore:
     async def reply(
         self,
         lease: Lease,
-        session_id: str,
+        row: ChatSession,
         placeholder: ChatMessage,
         content: str,
         meta: dict[str, Any],
@@ -145,7 +146,7 @@ class TurnStore:
         message_id, now = placeholder.id, utcnow()
 
         stopped = await retry_on_contention(
-            lambda: self._reply(lease, session_id, message_id, content, meta, now),
+            lambda: self._reply(lease, row, message_id, content, meta, now),
             "storing a reply",
         )
         if stopped is not None:
@@ -156,7 +157,7 @@ class TurnStore:
     async def _reply(
         self,
         lease: Lease,
-        session_id: str,
+        row: ChatSession,
         message_id: int,
         content: str,
         meta: dict[str, Any],
@@ -170,19 +171,21 @@ class TurnStore:
             # The session's row first, as every writer of its messages does (no deadlock).
             stopped = None
             if not await SessionRepository.from_session(db).clear_generating(
-                session_id, message_id, updated_at=now
+                row.session_id, message_id, updated_at=now
             ):
                 stopped = await messages.get(message_id)
                 if stopped is not None and stopped.meta.get("status") != MessageStatus.STOPPED:
                     stopped = None
-            if stopped is None and not await messages.finish(message_id, content, meta, now):
-                raise SessionNotFound()  # deleted while the reply was generated
+            if stopped is None:
+                if not await messages.finish(message_id, content, meta, now):
+                    raise SessionNotFound()  # deleted while the reply was generated
+                await SearchRepository.from_session(db).index(row.user_id, [(message_id, content)])
             await lease.release_in(db)
         lease.released()
         return stopped
 
     async def failed(
-        self, session_id: str, placeholder: ChatMessage, parts: list[str], exc: Exception
+        self, row: ChatSession, placeholder: ChatMessage, parts: list[str], exc: Exception
     ) -> ServiceError:
         """The error a failed reply answers with, what was generated kept as far as the
         database lets it (if it does not, recovery marks the reply later)."""
@@ -190,26 +193,26 @@ class TurnStore:
         generated = "".join(parts)
         log.warning(
             "turn failed session_id=%s status=%d generated_chars=%d reason=%r",
-            session_id,
+            row.session_id,
             error.status_code,
             len(generated),
             exc,
         )
         try:
             await retry_on_contention(
-                lambda: self._keep_failed(session_id, placeholder, generated, error),
+                lambda: self._keep_failed(row, placeholder, generated, error),
                 "storing a failed reply",
             )
         except Exception as cleanup:  # the database is down too: recovery finishes it
-            log.warning("failed reply not stored session_id=%s reason=%r", session_id, cleanup)
+            log.warning("failed reply not stored session_id=%s reason=%r", row.session_id, cleanup)
         return error
 
     async def _keep_failed(
-        self, session_id: str, placeholder: ChatMessage, generated: str, error: ServiceError
+        self, row: ChatSession, placeholder: ChatMessage, generated: str, error: ServiceError
     ) -> None:
         """Keep what was generated, marked interrupted; with nothing generated, no reply.
         On the reserve pool: a busy process still stores what it generated."""
-        message_id = placeholder.id
+        session_id, message_id = row.session_id, placeholder.id
         assert message_id is not None
         async with self.reserve() as db, db.begin():
             sessions = SessionRepository.from_session(db)
@@ -219,6 +222,9 @@ class TurnStore:
             if generated:
                 meta = {"status": MessageStatus.INTERRUPTED, "error": error.detail}
                 await messages.finish(message_id, generated, meta, utcnow())
+                await SearchRepository.from_session(db).index(
+                    row.user_id, [(message_id, generated)]
+                )
             else:  # the active leaf goes back to the newest under the question
                 await messages.remove(message_id)
                 await sessions.record_messages(session_id, -1, utcnow())

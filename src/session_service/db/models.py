@@ -22,6 +22,7 @@ from sqlalchemy import (
 )
 from sqlmodel import Field, SQLModel
 
+from session_service.db.search_terms import TERM_LENGTH
 from session_service.db.types import BigIntId, LongText, UTCDateTime, utcnow
 
 # Named constraints, so migrations can refer to them on every backend.
@@ -158,6 +159,28 @@ class MessageFeedback(SQLModel, table=True):
     at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
 
 
+class SearchTerm(SQLModel, table=True):
+    """A message has each of its search terms (db/search_terms.py) once, under its session's
+    owner: written in the transaction that stores its text, gone with it."""
+
+    __tablename__ = "search_terms"
+    __table_args__ = (
+        # "this user's messages with this term, newest first"
+        Index("ix_search_terms_owner_term", "owner", "term", "message_id"),
+        {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"},
+    )
+
+    message_id: int = Field(
+        sa_column=Column(
+            BigInteger,
+            ForeignKey("chat_messages.id", ondelete="CASCADE"),
+            primary_key=True,
+        )
+    )
+    term: str = Field(primary_key=True, max_length=TERM_LENGTH)
+    owner: int = Field(sa_type=BigInteger, nullable=False)  # search_terms.owner_key(user_id)
+
+
 class RagflowDeletion(SQLModel, table=True):
     """A mirrored RAGFlow session still to delete: written with the session's deletion, in
     the same transaction, and removed once RAGFlow confirms (so none is left orphaned)."""
@@ -202,3 +225,4 @@ class AuditEvent(SQLModel, table=True):
 SESSIONS: Table = ChatSession.__table__  # type: ignore[attr-defined]
 MESSAGES: Table = ChatMessage.__table__  # type: ignore[attr-defined]
 FEEDBACK: Table = MessageFeedback.__table__  # type: ignore[attr-defined]
+SEARCH_TERMS: Table = SearchTerm.__table__  # type: ignore[attr-defined]

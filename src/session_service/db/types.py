@@ -12,6 +12,7 @@ from sqlalchemy.dialects import mysql
 LongText = Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
 # SQLite only auto-increments an INTEGER PRIMARY KEY.
 BigIntId = BigInteger().with_variant(Integer(), "sqlite")
+MAX_POSITION = 2**63 - 1  # ids and sequence numbers are signed 64-bit integers
 
 
 def utcnow() -> datetime:

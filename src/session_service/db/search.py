@@ -1,0 +1,111 @@
+"""The SQL of search: a message's terms written with its text, and the messages and titles of
+one user that have them, newest first."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from sqlalchemy import and_, exists, func, insert, literal, or_, select
+from sqlalchemy.orm import aliased
+from sqlmodel import col
+
+from session_service.db.models import SEARCH_TERMS, SESSIONS, ChatMessage, ChatSession
+from session_service.db.repositories import Repository
+from session_service.db.search_terms import Query, owner_key, terms
+
+_INSERT_TERMS = insert(SEARCH_TERMS)
+# Counting a term's messages stops here: enough to tell a rare term from a common one.
+RARITY_CAP = 5000
+
+
+class SearchRepository(Repository):
+    async def index(self, user_id: str, texts: Iterable[tuple[int, str]]) -> None:
+        """Write the terms of these messages (id, text) of `user_id`'s sessions."""
+        owner = owner_key(user_id)
+        rows = [
+            {"message_id": message_id, "term": term, "owner": owner}
+            for message_id, text in texts
+            for term in terms(text)
+        ]
+        if rows:
+            await self.db.execute(_INSERT_TERMS, rows)
+
+    async def rarest_first(self, user_id: str, wanted: set[str]) -> list[str]:
+        """The terms, those of fewest of the user's messages first (counted up to a cap)."""
+        if len(wanted) < 2:
+            return list(wanted)
+        owner = owner_key(user_id)
+        counts = {}
+        for term in sorted(wanted):
+            some = (
+                select(literal(1))
+                .select_from(SEARCH_TERMS)
+                .where(SEARCH_TERMS.c.owner == owner, SEARCH_TERMS.c.term == term)
+                .limit(RARITY_CAP)
+                .subquery()
+            )
+            counts[term] = int(await self.db.scalar(select(func.count()).select_from(some)) or 0)
+        return sorted(wanted, key=lambda term: (counts[term], term))
+
+    async def message_ids(
+        self, user_id: str, ordered: list[str], *, before: int, limit: int
+    ) -> list[int]:
+        """Ids below `before` of the user's messages that have every term, newest first: the
+        first term's entries walked down the index, the others looked up by message."""
+        first = aliased(SEARCH_TERMS)
+        query = select(first.c.message_id).where(
+            first.c.owner == owner_key(user_id),
+            first.c.term == ordered[0],
+            first.c.message_id < before,
+        )
+        for term in ordered[1:]:
+            other = aliased(SEARCH_TERMS)
+            query = query.where(
+                exists().where(other.c.message_id == first.c.message_id, other.c.term == term)
+            )
+        rows = await self.db.scalars(query.order_by(first.c.message_id.desc()).limit(limit))
+        return list(rows)
+
+    async def messages(
+        self, user_id: str, ids: Sequence[int]
+    ) -> list[tuple[ChatMessage, ChatSession]]:
+        """These messages, with their sessions, where the sessions are `user_id`'s."""
+        if not ids:
+            return []
+        rows = await self.db.execute(
+            select(ChatMessage, ChatSession)
+            .join(ChatSession, col(ChatSession.session_id) == col(ChatMessage.session_id))
+            .where(col(ChatMessage.id).in_(ids), col(ChatSession.user_id) == user_id)
+            .order_by(col(ChatMessage.id).desc())
+        )
+        return [(message, session) for message, session in rows]
+
+    async def titled(
+        self,
+        user_id: str,
+        query: Query,
+        *,
+        after: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[ChatSession]:
+        """The user's sessions whose title holds every word and CJK run of `query` (as a
+        substring: the caller checks words as words), newest first, after `after`."""
+        title = func.lower(SESSIONS.c.title)
+        where = [SESSIONS.c.user_id == user_id]
+        where += [title.contains(part, autoescape=True) for part in (*query.words, *query.runs)]
+        if after is not None:
+            at, session_id = after
+            where.append(
+                or_(
+                    SESSIONS.c.created_at < at,
+                    and_(SESSIONS.c.created_at == at, SESSIONS.c.session_id < session_id),
+                )
+            )
+        rows = await self.db.scalars(
+            select(ChatSession)
+            .where(*where)
+            .order_by(col(ChatSession.created_at).desc(), col(ChatSession.session_id).desc())
+            .limit(limit)
+        )
+        return list(rows)

@@ -91,16 +91,17 @@ class MessagePublic(BaseModel):
 
 
 async def described(db: AsyncSession, rows: list[ChatMessage]) -> list[MessagePublic]:
-    """Messages of one session as clients see them: two reads for the lot, whatever their
+    """Messages (of any sessions) as clients see them: two reads for the lot, whatever their
     number (their parents' children, their feedback)."""
     if not rows:
         return []
-    children = await TreeRepository.from_session(db).children(
-        rows[0].session_id, {row.parent_id for row in rows}
+    children = await TreeRepository.from_session(db).children_in(
+        {(row.session_id, row.parent_id) for row in rows}
     )
     feedback = await FeedbackRepository.from_session(db).of(
         [row.id for row in rows if row.id is not None and row.role == "assistant"]
     )
     return [
-        MessagePublic.of(row, children[row.parent_id], feedback.get(row.id or 0)) for row in rows
+        MessagePublic.of(row, children[row.session_id, row.parent_id], feedback.get(row.id or 0))
+        for row in rows
     ]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
-from itertools import groupby
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -117,14 +116,11 @@ async def _messages(db: AsyncSession, user: User, query: Query, want: int, at: P
             break
     if len(found) > want:
         found, below = found[:want], found[want - 1][0].id or 0
-    hits = []
-    for _, group in groupby(found, key=lambda pair: pair[1].session_id):
-        pairs = list(group)
-        shown = await described(db, [message for message, _ in pairs])
-        hits += [
-            Hit(session, public, _snippet(message.content, query.first_at(message.content)))
-            for (message, session), public in zip(pairs, shown, strict=True)
-        ]
+    shown = await described(db, [message for message, _ in found])
+    hits = [
+        Hit(session, public, _snippet(message.content, query.first_at(message.content)))
+        for (message, session), public in zip(found, shown, strict=True)
+    ]
     return _Stream(hits, replace(at, messages_below=below))
 
 

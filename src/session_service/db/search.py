@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from sqlalchemy import and_, exists, func, insert, literal, or_, select
+from sqlalchemy import and_, exists, func, insert, literal, or_, select, union_all
 from sqlalchemy.orm import aliased
 from sqlmodel import col
 
@@ -36,17 +36,19 @@ class SearchRepository(Repository):
         if len(wanted) < 2:
             return list(wanted)
         owner = owner_key(user_id)
-        counts = {}
-        for term in sorted(wanted):
-            some = (
+        counted = [
+            select(literal(term).label("term"), func.count().label("entries")).select_from(
                 select(literal(1))
                 .select_from(SEARCH_TERMS)
                 .where(SEARCH_TERMS.c.owner == owner, SEARCH_TERMS.c.term == term)
                 .limit(RARITY_CAP)
                 .subquery()
             )
-            counts[term] = int(await self.db.scalar(select(func.count()).select_from(some)) or 0)
-        return sorted(wanted, key=lambda term: (counts[term], term))
+            for term in sorted(wanted)
+        ]
+        rows = await self.db.execute(union_all(*counted))
+        counts: dict[str, int] = {term: entries for term, entries in rows}
+        return sorted(wanted, key=lambda term: (counts.get(term, 0), term))
 
     async def message_ids(
         self, user_id: str, ordered: list[str], *, before: int, limit: int

@@ -102,20 +102,28 @@ class TreeRepository(Repository):
     ) -> dict[int | None, list[int]]:
         """The ids of each parent's children (None: the session's first messages), oldest
         first."""
-        ids = [parent for parent in parents if parent is not None]
-        where: list[Any] = [MESSAGES.c.parent_id.in_(ids)] if ids else []
-        if None in parents:
-            where.append(MESSAGES.c.parent_id.is_(None))
-        found: dict[int | None, list[int]] = {parent: [] for parent in parents}
-        if not where:
+        found = await self.children_in([(session_id, parent) for parent in parents])
+        return {parent: ids for (_, parent), ids in found.items()}
+
+    async def children_in(
+        self, parents: Collection[tuple[str, int | None]]
+    ) -> dict[tuple[str, int | None], list[int]]:
+        """`children` of parents in any sessions: keyed by (session, parent)."""
+        found: dict[tuple[str, int | None], list[int]] = {key: [] for key in parents}
+        if not found:
             return found
+        ids = [parent for _, parent in found if parent is not None]
+        roots = [session_id for session_id, parent in found if parent is None]
+        where: list[Any] = [MESSAGES.c.parent_id.in_(ids)] if ids else []
+        if roots:
+            where.append(MESSAGES.c.parent_id.is_(None) & MESSAGES.c.session_id.in_(roots))
         rows = await self.db.execute(
-            select(MESSAGES.c.parent_id, MESSAGES.c.id)
-            .where(MESSAGES.c.session_id == session_id, or_(*where))
+            select(MESSAGES.c.session_id, MESSAGES.c.parent_id, MESSAGES.c.id)
+            .where(MESSAGES.c.session_id.in_({key for key, _ in found}), or_(*where))
             .order_by(MESSAGES.c.id)
         )
-        for parent, id_ in rows:
-            found[parent].append(id_)
+        for session_id, parent, id_ in rows:
+            found[session_id, parent].append(id_)
         return found
 
     async def first_reply(self, question: ChatMessage) -> ChatMessage | None:

@@ -1,99 +1,11 @@
-// The chat page: plain JavaScript against the public API, no build step. Answers are
-// Markdown, rendered by marked and sanitised by DOMPurify (vendored in /static/vendor).
-"use strict";
+// The chat page: plain JavaScript modules against the public API, no build step. This one
+// shows a session's conversation and drives it; api.js talks to the service, dom.js builds
+// elements and bubbles, search.js is the sidebar's search.
+import { api, readEvents, sessionPath, state } from "./api.js";
+import { $, bubble, button, element, note, references, setBody } from "./dom.js";
+import { clearSearch, initSearch } from "./search.js";
 
-const $ = (id) => document.getElementById(id);
-const state = {
-  token: localStorage.getItem("token") || "",
-  sessionId: location.hash.slice(1) || null,
-  archived: false, // the sidebar lists archived sessions instead
-  streaming: null, // the assistant message id of the reply this page is streaming
-};
-
-async function api(method, path, body) {
-  const headers = { "Content-Type": "application/json" };
-  if (state.token) headers.Authorization = `Bearer ${state.token}`;
-  const response = await fetch(path, { method, headers, body: body && JSON.stringify(body) });
-  if (response.status === 401) throw Object.assign(new Error("unauthorized"), { status: 401 });
-  if (!response.ok && response.status !== 204) {
-    const detail = await response.json().then((b) => b.detail).catch(() => response.statusText);
-    throw new Error(typeof detail === "string" ? detail : JSON.stringify(detail));
-  }
-  return response.status === 204 ? null : response;
-}
-
-const sessionPath = (suffix = "") => `/api/sessions/${state.sessionId}${suffix}`;
-
-// --- Server-Sent Events over fetch (EventSource cannot POST) ---------------------------
-async function* readEvents(response) {
-  const reader = response.body.getReader();
-  const decoder = new TextDecoder();
-  let buffer = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) return;
-    buffer += decoder.decode(value, { stream: true }).replace(/\r\n/g, "\n");
-    let end;
-    while ((end = buffer.indexOf("\n\n")) >= 0) {
-      const block = buffer.slice(0, end);
-      buffer = buffer.slice(end + 2);
-      let name = "message", id = null, data = "";
-      for (const line of block.split("\n")) {
-        if (line.startsWith("event:")) name = line.slice(6).trim();
-        else if (line.startsWith("id:")) id = line.slice(3).trim();
-        else if (line.startsWith("data:")) data += line.slice(5).trim();
-      }
-      if (data) yield { name, id, data: JSON.parse(data) };
-    }
-  }
-}
-
-// --- rendering ----------------------------------------------------------------------
-function element(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
-function button(label, title, onclick, className = "link") {
-  const node = element("button", className, label);
-  node.type = "button";
-  node.title = title;
-  node.onclick = onclick;
-  return node;
-}
-
-function setBody(item, role, text) {
-  const body = item.querySelector(".body");
-  if (role === "assistant") body.innerHTML = DOMPurify.sanitize(marked.parse(text));
-  else body.textContent = text;
-}
-
-function bubble(role, text) {
-  const item = element("li", `message ${role}`);
-  item.append(element("div", "body"));
-  setBody(item, role, text);
-  $("messages").append(item);
-  item.scrollIntoView({ block: "end" });
-  return item;
-}
-
-function note(item, text) {
-  item.querySelector(".body").after(element("span", "note", text));
-}
-
-function references(item, meta) {
-  const found = meta.references || [];
-  if (!found.length) return;
-  const list = element("ul", "references");
-  for (const ref of found) {
-    const chip = element("li", "chip", ref.document_name || ref.document_id || "document");
-    if (ref.similarity != null) chip.title = `similarity ${Number(ref.similarity).toFixed(2)}`;
-    list.append(chip);
-  }
-  item.append(list);
-}
+const PAGE = 200; // messages shown at once; older ones are paged in to reach a search hit
 
 function pager(message) {
   const ids = message.sibling_ids || [message.id];

@@ -24,6 +24,7 @@ import statistics
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from itertools import accumulate
 from typing import Any
 
 import aiomysql
@@ -59,15 +60,18 @@ class Corpus:
         while len(words) < VOCABULARY:
             words.add("".join(self.random.choices(SYLLABLES, k=self.random.randint(1, 4))))
         self.words = sorted(words, key=lambda word: (len(word), word))
-        self.word_weights = [1 / rank for rank in range(1, VOCABULARY + 1)]
-        self.han_weights = [1 / rank for rank in range(1, len(HAN) + 1)]
+        # cumulative weights, computed once (random.choices would sum them on every call)
+        self.word_weights = list(accumulate(1 / rank for rank in range(1, VOCABULARY + 1)))
+        self.han_weights = list(accumulate(1 / rank for rank in range(1, len(HAN) + 1)))
 
     def message(self, index: int) -> str:
         if index % CHINESE_SHARE == 0:
             count = self.random.randint(10, 40)
-            return "".join(self.random.choices(HAN, self.han_weights, k=count)) + "。"
+            return "".join(self.random.choices(HAN, cum_weights=self.han_weights, k=count)) + "。"
         count = self.random.randint(5, 30)
-        return " ".join(self.random.choices(self.words, self.word_weights, k=count)) + "."
+        return (
+            " ".join(self.random.choices(self.words, cum_weights=self.word_weights, k=count)) + "."
+        )
 
 
 async def load(database_url: str, total: int, mine: int) -> dict[str, float]:

@@ -10,8 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from httpx import AsyncClient
 
+from session_service.db.search_terms import owner_key, terms
 from tests.helpers import auth, scratch_database
 from tests.processes import CLI, clean_env
 
@@ -64,6 +66,12 @@ async def test_round_trip_through_mariadb_and_sqlite(
         first = cli(["import", str(original)], target, tmp_path)
         assert first.returncode == 0, first.stderr
         assert "imported 2 sessions, 12 messages" in first.stderr
+        assert _indexed(target) == {  # searchable: each message's terms, under its owner
+            (r["id"], term, owner_key(owner))
+            for r in records
+            if r["type"] == "message"
+            for term in terms(r["content"])
+        }
         again = cli(["import", str(original)], target, tmp_path)
         assert (
             "imported 0 sessions, 0 messages; already there: 2 sessions, 12 messages"
@@ -72,6 +80,14 @@ async def test_round_trip_through_mariadb_and_sqlite(
         copy = tmp_path / "copy.jsonl"
         assert cli(["export", "--out", str(copy)], target, tmp_path).returncode == 0
         assert copy.read_text(encoding="utf-8") == original.read_text(encoding="utf-8"), target
+
+
+def _indexed(url: str) -> set[tuple[int, str, int]]:
+    engine = sa.create_engine(url.replace("+aiomysql", "+pymysql").replace("+aiosqlite", ""))
+    with engine.connect() as db:
+        rows = db.execute(sa.text("SELECT message_id, term, owner FROM search_terms")).all()
+    engine.dispose()
+    return {(message_id, term, owner) for message_id, term, owner in rows}
 
 
 async def test_one_session_and_a_broken_file(

@@ -49,6 +49,7 @@ def test_terms_are_words_and_cjk_characters_and_pairs() -> None:
     assert terms("Hello, WORLD! e-mail 2026") == {"hello", "world", "e", "mail", "2026"}
     assert terms("我想去北京") == {"我", "想", "去", "北", "京", "我想", "想去", "去北", "北京"}
     assert terms("x" * 40) == {"x" * 32}
+    assert terms("\uff21\uff22\uff23 cafe\u0301") == {"abc", "café"}  # folded
     query = Query.parse("北京都 Tokyo")
     assert query.terms == {"北京", "京都", "tokyo"}
     assert query.matches("tokyo: 北京都")

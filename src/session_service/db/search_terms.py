@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from dataclasses import dataclass
 
 TERM_LENGTH = 32
@@ -32,7 +33,7 @@ class Query:
 
     @classmethod
     def parse(cls, text: str) -> Query:
-        lowered = text.lower()
+        lowered = folded(text)
         return cls(frozenset(_words(lowered)), frozenset(_CJK_RUN.findall(lowered)))
 
     @property
@@ -45,24 +46,31 @@ class Query:
 
     def matches(self, text: str) -> bool:
         """Whether `text` has every word (as a word) and every CJK run (as a substring)."""
-        lowered = text.lower()
+        lowered = folded(text)
         return all(run in lowered for run in self.runs) and self.words <= set(_words(lowered))
 
     def first_at(self, text: str) -> int:
-        """Where in `text` the first thing asked for begins (0 if none is found)."""
-        lowered = text.lower()
+        """Where in `text` the first thing asked for begins (0 if none is found; near it where
+        folding changed the text's length)."""
+        lowered = folded(text)
         found = [lowered.find(part) for part in (*self.runs, *self.words)]
         return min((at for at in found if at >= 0), default=0)
 
 
 def terms(text: str) -> set[str]:
     """The index terms of a stored text."""
-    lowered = text.lower()
+    lowered = folded(text)
     found = {word[:TERM_LENGTH] for word in _words(lowered)}
     for run in _CJK_RUN.findall(lowered):
         found.update(run)
         found |= _pairs(run)
     return found
+
+
+def folded(text: str) -> str:
+    """Text as search compares it: compatibility forms folded (full-width Latin is Latin,
+    a decomposed "é" is one letter), lower-cased."""
+    return unicodedata.normalize("NFKC", text).lower()
 
 
 def owner_key(user_id: str) -> int:

@@ -1,5 +1,5 @@
-// The service's API as the page uses it: the signed-in token, JSON requests, and Server-Sent
-// Events read over fetch (EventSource cannot POST).
+// The service's API as the page uses it: the signed-in token, JSON requests, Server-Sent
+// Events read over fetch (EventSource cannot POST), and a branch's messages.
 
 export const state = {
   token: localStorage.getItem("token") || "",
@@ -43,4 +43,25 @@ export async function* readEvents(response) {
       if (data) yield { name, id, data: JSON.parse(data) };
     }
   }
+}
+
+const PAGE = 200; // messages shown at once; older ones are paged in to reach a search hit
+
+// The active branch's latest messages; with a `target` message id, paged further back until
+// it is among them (`shown`: it is, or there was no target).
+export async function loadBranch(sessionId, target) {
+  const session = await (await api("GET", `/api/sessions/${sessionId}?messages_limit=${PAGE}`)).json();
+  let messages = session.messages;
+  const has = () => messages.some((m) => m.id === target);
+  if (target !== null && session.has_more_messages && !has()) {
+    messages = [];
+    let before = "";
+    do {
+      const path = `/api/sessions/${sessionId}/messages?limit=${PAGE}${before}`;
+      const page = await (await api("GET", path)).json();
+      messages = [...page.items, ...messages];
+      before = page.next_cursor && `&before=${encodeURIComponent(page.next_cursor)}`;
+    } while (before && !has());
+  }
+  return { session, messages, shown: target === null || has() };
 }

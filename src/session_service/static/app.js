@@ -1,12 +1,11 @@
 // The chat page: plain JavaScript modules against the public API, no build step. This one
 // shows a session's conversation and drives it; api.js talks to the service, dom.js builds
 // elements and bubbles, search.js is the sidebar's search.
-import { api, readEvents, sessionPath, state } from "./api.js";
+import { api, loadBranch, readEvents, sessionPath, state } from "./api.js";
 import { $, bubble, button, element, note, references, setBody } from "./dom.js";
 import { clearSearch, initSearch } from "./search.js";
 
-const PAGE = 200; // messages shown at once; older ones are paged in to reach a search hit
-
+// --- rendering ----------------------------------------------------------------------
 function pager(message) {
   const ids = message.sibling_ids || [message.id];
   if (ids.length < 2) return null;
@@ -186,19 +185,32 @@ function file(session, change) {
   };
 }
 
-async function select(sessionId) {
+// Show a session; with `target` (a message id, say a search hit), show the branch holding it,
+// switching to it first if need be, scrolled to it and highlighted for a moment.
+async function select(sessionId, target = null) {
   state.sessionId = sessionId;
   history.replaceState(null, "", sessionId ? `#${sessionId}` : "#");
-  $("messages").replaceChildren();
   $("composer").hidden = $("delete-session").hidden = !sessionId;
   if (!sessionId) {
+    $("messages").replaceChildren();
     $("title").textContent = "Pick or create a session";
     return loadSessions();
   }
-  const session = await (await api("GET", `/api/sessions/${sessionId}?messages_limit=200`)).json();
+  let { session, messages, shown } = await loadBranch(sessionId, target);
+  let failure = null;
+  if (!shown) {
+    try {
+      await api("PATCH", sessionPath(), { active_message_id: target }); // 409 while answering
+      ({ session, messages } = await loadBranch(sessionId, target));
+    } catch (error) {
+      failure = error; // show the branch as it is, then tell
+    }
+  }
+  if (sessionId !== state.sessionId) return; // another session was picked meanwhile
+  $("messages").replaceChildren();
   $("title").textContent = session.title;
-  const lastAnswer = session.messages.findLast((m) => m.role === "assistant");
-  for (const message of session.messages) {
+  const lastAnswer = messages.findLast((m) => m.role === "assistant");
+  for (const message of messages) {
     const item = bubble(message.role, message.content);
     if (message.role === "assistant" && message.metadata.status === "streaming") {
       // A reply still being generated (the page was reloaded mid-answer): follow it.
@@ -211,8 +223,15 @@ async function select(sessionId) {
       render(item, message, message === lastAnswer);
     }
   }
+  const found = target !== null && $("messages").querySelector(`[data-id="${target}"]`);
+  if (found) {
+    found.scrollIntoView({ block: "center" });
+    found.classList.add("found");
+    setTimeout(() => found.classList.remove("found"), 3000);
+  }
   await loadSessions();
-  $("content").focus();
+  if (failure) throw failure;
+  if (!found) $("content").focus();
 }
 
 // --- start ----------------------------------------------------------------------------
@@ -244,7 +263,12 @@ $("signin-form").onsubmit = (event) => {
   localStorage.setItem("token", state.token);
   start();
 };
-$("signout").onclick = () => { localStorage.removeItem("token"); state.token = ""; start(); };
+$("signout").onclick = () => {
+  localStorage.removeItem("token");
+  state.token = "";
+  clearSearch();
+  start();
+};
 $("new-session").onclick = async () => {
   const title = prompt("Title of the new session (empty: made from your first message)", "");
   if (title === null) return;
@@ -256,10 +280,15 @@ $("delete-session").onclick = async () => {
   await api("DELETE", `/api/sessions/${state.sessionId}`);
   await select(null);
 };
-$("show-archived").onclick = () => { state.archived = !state.archived; loadSessions(); };
+$("show-archived").onclick = () => {
+  clearSearch(); // the list it shows, not search results
+  state.archived = !state.archived;
+  loadSessions();
+};
 $("composer").onsubmit = send;
 $("stop").onclick = stop;
 $("content").onkeydown = (event) => {
   if (event.key === "Enter" && !event.shiftKey) send(event);
 };
+initSearch({ open: select });
 start();

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bench import common, llm_stream, scaling, streaming, streams, tree, turns
+from bench import common, llm_stream, scaling, search, streaming, streams, tree, turns
 
 
 @pytest.fixture
@@ -97,3 +97,16 @@ def test_tree(results: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for kind in ("line", "tree"):
         assert all(value > 0 for key, value in figures[kind].items() if key.endswith("_ms"))
     assert figures["stop_watch_cpu_ms_per_look"] > 0
+
+
+def test_search(results: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    argv = ("--messages", "5000", "--mine", "1000", "--repeats", "2")
+    figures = run(search.main, monkeypatch, results, *argv)
+    assert figures["index"]["messages"] == 5000
+    assert figures["index"]["term_rows_per_message"] > 1
+    assert len(figures["queries"]) == 6
+    for row in figures["queries"].values():
+        assert row["search_p50_ms"] > 0
+        assert row["like_p50_ms"] > 0
+    assert figures["queries"]["en_common_word"]["message_hits_per_page_median"] == 20
+    assert figures["queries"]["zh_two_chars"]["message_hits_per_page_median"] >= 1

@@ -19,6 +19,7 @@ from session_service.chat.mirror import Mirror
 from session_service.db.audit_log import AuditRepository
 from session_service.db.models import ChatSession
 from session_service.db.repositories import SessionRepository
+from session_service.db.search import SearchRepository
 from session_service.errors import Conflict, SessionNotFound
 
 log = logging.getLogger(__name__)
@@ -185,6 +186,7 @@ async def delete_session(
     row = await sessions.lock(session_id)  # as it is now: a turn may have just added to it
     if row is None:
         raise SessionNotFound()
+    await SearchRepository.from_session(db).forget_session(row.user_id, session_id)
     await sessions.delete(session_id)
     await AuditRepository.from_session(db).record(
         user.id,

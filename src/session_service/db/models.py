@@ -161,24 +161,19 @@ class MessageFeedback(SQLModel, table=True):
 
 class SearchTerm(SQLModel, table=True):
     """A message has each of its search terms (db/search_terms.py) once, under its session's
-    owner: written in the transaction that stores its text, gone with it."""
+    owner: written in the transaction that stores its text, deleted in the one that deletes
+    it. The key is the one index: "this user's messages with this term, newest first". (No
+    foreign key: it would need a second index, by message, as big as the first; a message's
+    rows are found from its text instead.)"""
 
     __tablename__ = "search_terms"
     __table_args__ = (
-        # "this user's messages with this term, newest first"
-        Index("ix_search_terms_owner_term", "owner", "term", "message_id"),
-        {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"},
+        {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin", "sqlite_with_rowid": False},
     )
 
-    message_id: int = Field(
-        sa_column=Column(
-            BigInteger,
-            ForeignKey("chat_messages.id", ondelete="CASCADE"),
-            primary_key=True,
-        )
-    )
+    owner: int = Field(sa_type=BigInteger, primary_key=True)  # search_terms.owner_key(user_id)
     term: str = Field(primary_key=True, max_length=TERM_LENGTH)
-    owner: int = Field(sa_type=BigInteger, nullable=False)  # search_terms.owner_key(user_id)
+    message_id: int = Field(sa_type=BigInteger, primary_key=True)
 
 
 class RagflowDeletion(SQLModel, table=True):

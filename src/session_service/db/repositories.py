@@ -279,6 +279,7 @@ class MessageRepository(Repository):
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
     async def remove(self, message_id: int) -> None:
+        """Delete a reply's placeholder (it has no text, so no search terms)."""
         await self.db.execute(delete(ChatMessage).where(col(ChatMessage.id) == message_id))
 
     async def get(self, message_id: int) -> ChatMessage | None:

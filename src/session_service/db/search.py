@@ -1,22 +1,29 @@
-"""The SQL of search: a message's terms written with its text, and the messages and titles of
-one user that have them, newest first."""
+"""The SQL of search: a message's terms written with its text and deleted with it, and the
+messages and titles of one user that have them, newest first."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from sqlalchemy import and_, exists, func, insert, literal, or_, select, union_all
+from sqlalchemy import and_, delete, exists, func, insert, literal, or_, select, union_all
 from sqlalchemy.orm import aliased
 from sqlmodel import col
 
-from session_service.db.models import SEARCH_TERMS, SESSIONS, ChatMessage, ChatSession
+from session_service.db.models import (
+    MESSAGES,
+    SEARCH_TERMS,
+    SESSIONS,
+    ChatMessage,
+    ChatSession,
+)
 from session_service.db.repositories import Repository
 from session_service.db.search_terms import Query, owner_key, terms
 
 _INSERT_TERMS = insert(SEARCH_TERMS)
 # Counting a term's messages stops here: enough to tell a rare term from a common one.
 RARITY_CAP = 5000
+FORGET_BATCH = 100  # messages whose terms one statement deletes
 
 
 class SearchRepository(Repository):
@@ -30,6 +37,40 @@ class SearchRepository(Repository):
         ]
         if rows:
             await self.db.execute(_INSERT_TERMS, rows)
+
+    async def forget(self, user_id: str, texts: Iterable[tuple[int, str]]) -> None:
+        """Delete the terms of these messages (id, text as indexed) of `user_id`'s sessions:
+        each one's rows found by its key, from its text."""
+        which: dict[str, list[int]] = {}
+        for message_id, text in texts:
+            for term in terms(text):
+                which.setdefault(term, []).append(message_id)
+        if which:
+            await self.db.execute(
+                delete(SEARCH_TERMS).where(
+                    SEARCH_TERMS.c.owner == owner_key(user_id),
+                    or_(
+                        *(
+                            and_(SEARCH_TERMS.c.term == term, SEARCH_TERMS.c.message_id.in_(ids))
+                            for term, ids in which.items()
+                        )
+                    ),
+                )
+            )
+
+    async def forget_session(self, user_id: str, session_id: str) -> None:
+        """Delete the terms of every message of the session (before its messages go)."""
+        after = 0
+        while texts := (
+            await self.db.execute(
+                select(MESSAGES.c.id, MESSAGES.c.content)
+                .where(MESSAGES.c.session_id == session_id, MESSAGES.c.id > after)
+                .order_by(MESSAGES.c.id)
+                .limit(FORGET_BATCH)
+            )
+        ).all():
+            await self.forget(user_id, [(message_id, text) for message_id, text in texts])
+            after = texts[-1][0]
 
     async def rarest_first(self, user_id: str, wanted: set[str]) -> list[str]:
         """The terms, those of fewest of the user's messages first (counted up to a cap)."""
@@ -54,17 +95,21 @@ class SearchRepository(Repository):
         self, user_id: str, ordered: list[str], *, before: int, limit: int
     ) -> list[int]:
         """Ids below `before` of the user's messages that have every term, newest first: the
-        first term's entries walked down the index, the others looked up by message."""
-        first = aliased(SEARCH_TERMS)
+        first term's entries walked down the key, the others looked up by it."""
+        first, owner = aliased(SEARCH_TERMS), owner_key(user_id)
         query = select(first.c.message_id).where(
-            first.c.owner == owner_key(user_id),
+            first.c.owner == owner,
             first.c.term == ordered[0],
             first.c.message_id < before,
         )
         for term in ordered[1:]:
             other = aliased(SEARCH_TERMS)
             query = query.where(
-                exists().where(other.c.message_id == first.c.message_id, other.c.term == term)
+                exists().where(
+                    other.c.owner == owner,
+                    other.c.term == term,
+                    other.c.message_id == first.c.message_id,
+                )
             )
         rows = await self.db.scalars(query.order_by(first.c.message_id.desc()).limit(limit))
         return list(rows)

@@ -162,5 +162,8 @@ async def test_search_on_sqlite(make_settings: Callable[..., Settings], tmp_path
         assert question in await found("OÙ")
         assert question in await found("京饭")
         assert await found("café") == [None]
+        long = " ".join(f"w{i}" for i in range(3000))  # more terms than a statement deletes
+        await client.post(f"{path}/messages", json={"content": long}, headers=headers)
+        assert len(await found("w2999")) == 2  # the question, and the answer quoting it
         assert (await client.delete(path, headers=headers)).status_code == 204
         assert await found("京饭") == []

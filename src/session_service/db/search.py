@@ -23,7 +23,10 @@ from session_service.db.search_terms import Query, owner_key, terms
 _INSERT_TERMS = insert(SEARCH_TERMS)
 # Counting a term's messages stops here: enough to tell a rare term from a common one.
 RARITY_CAP = 5000
-FORGET_BATCH = 100  # messages whose terms one statement deletes
+# Deleting terms: the messages read at a time, and the terms a statement names at most
+# (SQLite parses a chain of ORs that deep, up to 1,000).
+FORGET_BATCH = 100
+FORGET_TERMS = 200
 
 
 class SearchRepository(Repository):
@@ -45,14 +48,15 @@ class SearchRepository(Repository):
         for message_id, text in texts:
             for term in terms(text):
                 which.setdefault(term, []).append(message_id)
-        if which:
+        found = list(which.items())
+        for start in range(0, len(found), FORGET_TERMS):
             await self.db.execute(
                 delete(SEARCH_TERMS).where(
                     SEARCH_TERMS.c.owner == owner_key(user_id),
                     or_(
                         *(
                             and_(SEARCH_TERMS.c.term == term, SEARCH_TERMS.c.message_id.in_(ids))
-                            for term, ids in which.items()
+                            for term, ids in found[start : start + FORGET_TERMS]
                         )
                     ),
                 )

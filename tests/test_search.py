@@ -7,13 +7,14 @@ from datetime import datetime
 from typing import Any
 
 from httpx import AsyncClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from session_service.db.models import SEARCH_TERMS
+from session_service.chat import recovery
+from session_service.db.models import SEARCH_TERMS, ChatMessage, ChatSession
 from session_service.db.search_terms import Query, terms
 from tests.fakes.openai import FakeLLM
-from tests.helpers import Headers, answered, auth, new_session
+from tests.helpers import Headers, add_messages, answered, auth, new_session
 
 
 async def _search(client: AsyncClient, headers: Headers, q: str, **params: Any) -> Any:
@@ -261,3 +262,28 @@ async def test_bad_queries_are_refused(client: AsyncClient, alice: Headers) -> N
         "items": [],
         "next_cursor": None,
     }
+
+
+async def test_a_turn_s_question_is_found_once_its_turn_ends_even_by_recovery(
+    client: AsyncClient, alice: Headers, db: async_sessionmaker[AsyncSession]
+) -> None:
+    """A replica that died mid-reply left a question and a placeholder: marking the reply
+    interrupted indexes the question its turn would have."""
+    session_id = await new_session(client, alice)
+    await add_messages(db, session_id, ["orphaned question", ""])
+    async with db() as session:
+        placeholder = await session.scalar(
+            select(ChatMessage).where(ChatMessage.session_id == session_id, ChatMessage.seq == 2)
+        )
+        assert placeholder is not None
+        placeholder.meta = {"status": "streaming"}
+        await session.execute(
+            update(ChatSession)
+            .where(ChatSession.session_id == session_id)
+            .values(generating_message_id=placeholder.id)
+        )
+        await session.commit()
+    assert (await _search(client, alice, "orphaned"))["items"] == []
+    assert await recovery.interrupt_orphans(db) >= 1
+    (hit,) = (await _search(client, alice, "orphaned"))["items"]
+    assert hit["message"]["id"] == placeholder.parent_id

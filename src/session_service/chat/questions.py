@@ -13,7 +13,6 @@ from session_service.chat.generation import TurnResult
 from session_service.chat.public import MessagePublic, described
 from session_service.db.models import ChatMessage, ChatSession, MessageStatus
 from session_service.db.repositories import MessageRepository, SessionRepository
-from session_service.db.search import SearchRepository
 from session_service.db.tree import TreeRepository
 from session_service.db.types import utcnow
 from session_service.errors import Conflict, InvalidInput, NotFound
@@ -90,8 +89,6 @@ async def ask(db: AsyncSession, row: ChatSession, ask: Ask) -> Opened:
                 client_message_id=ask.client_message_id,
             )
         )
-        assert question.id is not None
-        await SearchRepository.from_session(db).index(row.user_id, [(question.id, ask.content)])
         seq += 1
     siblings = None  # on the active leaf, which has no children: the question alone
     if ask.edit:

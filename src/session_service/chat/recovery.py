@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from session_service.db.models import ChatSession, MessageStatus
 from session_service.db.repositories import MessageRepository, SessionRepository
+from session_service.db.search import SearchRepository
 from session_service.db.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,13 @@ async def mark(db: AsyncSession, message_id: int, status: MessageStatus) -> None
     message = await messages.get(message_id)
     if message is not None and message.meta.get("status") == MessageStatus.STREAMING:
         await messages.finish(message_id, message.content, {"status": status}, utcnow())
+        # its turn indexes its question when it ends: this one has not
+        question = await messages.get(message.parent_id) if message.parent_id else None
+        row = await SessionRepository.from_session(db).get(message.session_id)
+        if question is not None and question.id is not None and row is not None:
+            await SearchRepository.from_session(db).index(
+                row.user_id, [(question.id, question.content)]
+            )
         log.info(
             "reply marked %s session_id=%s message_id=%d", status, message.session_id, message_id
         )

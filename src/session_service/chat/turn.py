@@ -186,13 +186,13 @@ class ChatTurns:
                 if generation.stopper.cut:
                     meta["status"] = MessageStatus.STOPPED
                 with metrics.timed_phase(Phase.DATABASE):
-                    reply = await self.store.reply(lease, row, placeholder, "".join(parts), meta)
+                    reply = await self.store.reply(lease, row, opened, "".join(parts), meta)
                 agent.append(placeholder.id, AIMessage(content=reply.content))
             shown = MessagePublic.of(reply, opened.reply_siblings)
             generation.succeed(
                 TurnResult(opened.shown, shown, created=True), {"assistant_message": shown}
             )
         except Exception as exc:
-            generation.fail(await self.store.failed(row, placeholder, parts, exc))
+            generation.fail(await self.store.failed(row, opened, parts, exc))
         finally:  # the next turn sees the reply stored, or marked
             await lease.end()

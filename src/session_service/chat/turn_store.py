@@ -136,17 +136,15 @@ class TurnStore:
         self,
         lease: Lease,
         row: ChatSession,
-        placeholder: ChatMessage,
+        opened: Opened,
         content: str,
         meta: dict[str, Any],
     ) -> ChatMessage:
         """Store the answer in its placeholder, letting the turn's lease go with it; the reply
         as stored."""
-        assert placeholder.id is not None
-        message_id, now = placeholder.id, utcnow()
-
+        placeholder, now = opened.placeholder, utcnow()
         stopped = await retry_on_contention(
-            lambda: self._reply(lease, row, message_id, content, meta, now),
+            lambda: self._reply(lease, row, opened, content, meta, now),
             "storing a reply",
         )
         if stopped is not None:
@@ -158,14 +156,17 @@ class TurnStore:
         self,
         lease: Lease,
         row: ChatSession,
-        message_id: int,
+        opened: Opened,
         content: str,
         meta: dict[str, Any],
         now: datetime,
     ) -> ChatMessage | None:
-        """One transaction: the answer stored and the lease let go (if it fails, the lease is
-        held until the turn's `Lease.end`). A reply stopped by another replica while this one
-        had lost its lease (the database was away) stays as the stop left it, and is given."""
+        """One transaction: the answer stored, the turn's messages indexed for search, and the
+        lease let go (if it fails, the lease is held until the turn's `Lease.end`). A reply
+        stopped by another replica while this one had lost its lease (the database was away)
+        stays as the stop left it, and is given."""
+        message_id = opened.placeholder.id
+        assert message_id is not None
         async with self.reserve() as db, db.begin():
             messages = MessageRepository.from_session(db)
             # The session's row first, as every writer of its messages does (no deadlock).
@@ -176,16 +177,15 @@ class TurnStore:
                 stopped = await messages.get(message_id)
                 if stopped is not None and stopped.meta.get("status") != MessageStatus.STOPPED:
                     stopped = None
-            if stopped is None:
-                if not await messages.finish(message_id, content, meta, now):
-                    raise SessionNotFound()  # deleted while the reply was generated
-                await SearchRepository.from_session(db).index(row.user_id, [(message_id, content)])
+            if stopped is None and not await messages.finish(message_id, content, meta, now):
+                raise SessionNotFound()  # deleted while the reply was generated
+            await _index(db, row, opened, content if stopped is None else "")
             await lease.release_in(db)
         lease.released()
         return stopped
 
     async def failed(
-        self, row: ChatSession, placeholder: ChatMessage, parts: list[str], exc: Exception
+        self, row: ChatSession, opened: Opened, parts: list[str], exc: Exception
     ) -> ServiceError:
         """The error a failed reply answers with, what was generated kept as far as the
         database lets it (if it does not, recovery marks the reply later)."""
@@ -200,7 +200,7 @@ class TurnStore:
         )
         try:
             await retry_on_contention(
-                lambda: self._keep_failed(row, placeholder, generated, error),
+                lambda: self._keep_failed(row, opened, generated, error),
                 "storing a failed reply",
             )
         except Exception as cleanup:  # the database is down too: recovery finishes it
@@ -208,11 +208,12 @@ class TurnStore:
         return error
 
     async def _keep_failed(
-        self, row: ChatSession, placeholder: ChatMessage, generated: str, error: ServiceError
+        self, row: ChatSession, opened: Opened, generated: str, error: ServiceError
     ) -> None:
         """Keep what was generated, marked interrupted; with nothing generated, no reply.
         On the reserve pool: a busy process still stores what it generated."""
-        session_id, message_id = row.session_id, placeholder.id
+        session_id, placeholder = row.session_id, opened.placeholder
+        message_id = placeholder.id
         assert message_id is not None
         async with self.reserve() as db, db.begin():
             sessions = SessionRepository.from_session(db)
@@ -222,9 +223,6 @@ class TurnStore:
             if generated:
                 meta = {"status": MessageStatus.INTERRUPTED, "error": error.detail}
                 await messages.finish(message_id, generated, meta, utcnow())
-                await SearchRepository.from_session(db).index(
-                    row.user_id, [(message_id, generated)]
-                )
             else:  # the active leaf goes back to the newest under the question
                 await messages.remove(message_id)
                 await sessions.record_messages(session_id, -1, utcnow())
@@ -233,6 +231,7 @@ class TurnStore:
                     session_id, placeholder.parent_id
                 )
                 await sessions.set_active(session_id, leaf)
+            await _index(db, row, opened, generated)
 
     async def why_changed(self, session_id: str) -> ServiceError:
         """Why a write of this turn hit a constraint: the session was deleted, or written to."""
@@ -241,6 +240,16 @@ class TurnStore:
         if gone:
             return SessionNotFound()
         return Conflict("the session changed during this turn; nothing more was stored")
+
+
+async def _index(db: AsyncSession, row: ChatSession, opened: Opened, reply: str) -> None:
+    """The turn's question (again, for a regeneration or a retry: ignored) and its reply
+    (unless it has no text), in the search index: one statement for the turn."""
+    question = opened.question
+    assert question.id is not None
+    assert opened.placeholder.id is not None
+    texts = [(question.id, question.content), (opened.placeholder.id, reply)]
+    await SearchRepository.from_session(db).index(row.user_id, texts)
 
 
 def _unexpected(exc: Exception) -> ServiceError:

@@ -20,7 +20,13 @@ from session_service.db.models import (
 from session_service.db.repositories import Repository
 from session_service.db.search_terms import Query, owner_key, terms
 
-_INSERT_TERMS = insert(SEARCH_TERMS)
+# Idempotent: indexing a message again (a turn's question, by each of its replies) adds nothing.
+_INSERT_TERMS = (
+    insert(SEARCH_TERMS)
+    .prefix_with("IGNORE", dialect="mysql")
+    .prefix_with("IGNORE", dialect="mariadb")
+    .prefix_with("OR IGNORE", dialect="sqlite")
+)
 # Counting a term's messages stops here: enough to tell a rare term from a common one.
 RARITY_CAP = 5000
 # Deleting terms: the messages read at a time, and the terms a statement names at most
@@ -31,7 +37,8 @@ FORGET_TERMS = 200
 
 class SearchRepository(Repository):
     async def index(self, user_id: str, texts: Iterable[tuple[int, str]]) -> None:
-        """Write the terms of these messages (id, text) of `user_id`'s sessions."""
+        """Write the terms of these messages (id, text) of `user_id`'s sessions (those it has
+        already are left as they are)."""
         owner = owner_key(user_id)
         rows = [
             {"message_id": message_id, "term": term, "owner": owner}

@@ -151,9 +151,11 @@ def test_migrate_from_another_directory(tmp_path: Path, database_url: str) -> No
         "ragflow_deletions",
         "audit_events",
         "message_feedback",
+        "search_terms",
     }
     assert tables["chat_sessions"].startswith("utf8mb4")
     assert tables["chat_messages"].startswith("utf8mb4")
+    assert tables["search_terms"] == "utf8mb4_bin"  # terms compare exactly, as folded
     assert columns["content"][0] == "mediumtext"
     assert columns["timestamp"] == ("datetime", 6)
 

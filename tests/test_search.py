@@ -287,3 +287,19 @@ async def test_a_turn_s_question_is_found_once_its_turn_ends_even_by_recovery(
     assert await recovery.interrupt_orphans(db) >= 1
     (hit,) = (await _search(client, alice, "orphaned"))["items"]
     assert hit["message"]["id"] == placeholder.parent_id
+
+
+async def test_a_long_query_is_answered(client: AsyncClient, alice: Headers) -> None:
+    """200 characters of Chinese (199 pairs), or 60 words: a few looked up, all checked."""
+    text = "".join(chr(0x4E00 + i * 13) for i in range(200))
+    session_id = await new_session(client, alice)
+    turn = await answered(client, alice, session_id, text)
+    found = await _search(client, alice, text)
+    assert turn["user_message"]["id"] in _message_ids(found["items"])
+    assert (await _search(client, alice, text[:199] + "x"))["items"] == []
+    words = " ".join(f"w{i}" for i in range(40))
+    turn = await answered(client, alice, session_id, words)
+    assert turn["user_message"]["id"] in _message_ids(
+        (await _search(client, alice, words))["items"]
+    )
+    assert (await _search(client, alice, words + " absent"))["items"] == []

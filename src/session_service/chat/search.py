@@ -105,7 +105,7 @@ async def _messages(db: AsyncSession, user: User, query: Query, want: int, at: P
     if below == 0:
         return _Stream([], at)
     repository = SearchRepository.from_session(db)
-    ordered = await repository.rarest_first(user.id, query.terms)
+    ordered = await repository.rarest(user.id, query.terms)
     found: list[tuple[ChatMessage, ChatSession]] = []
     for _ in range(CHECK_ROUNDS):
         ids = await repository.message_ids(user.id, ordered, before=below, limit=want)

@@ -29,6 +29,10 @@ _INSERT_TERMS = (
 )
 # Counting a term's messages stops here: enough to tell a rare term from a common one.
 RARITY_CAP = 5000
+# A long query's terms: those counted (the longest: longer ones tend to be rarer), and those
+# looked up in the index; the text of a candidate is checked for all of them.
+COUNTED_TERMS = 16
+LOOKED_UP_TERMS = 6
 # Deleting terms: the messages read at a time, and the terms a statement names at most
 # (SQLite parses a chain of ORs that deep, up to 1,000).
 FORGET_BATCH = 100
@@ -83,10 +87,12 @@ class SearchRepository(Repository):
             await self.forget(user_id, [(message_id, text) for message_id, text in texts])
             after = texts[-1][0]
 
-    async def rarest_first(self, user_id: str, wanted: set[str]) -> list[str]:
-        """The terms, those of fewest of the user's messages first (counted up to a cap)."""
+    async def rarest(self, user_id: str, wanted: set[str]) -> list[str]:
+        """The few terms a search looks up (the caller checks the others in the text): those
+        of fewest of the user's messages first, counted up to a cap, among the longest."""
         if len(wanted) < 2:
             return list(wanted)
+        wanted = set(sorted(wanted, key=lambda term: (-len(term), term))[:COUNTED_TERMS])
         owner = owner_key(user_id)
         counted = [
             select(literal(term).label("term"), func.count().label("entries")).select_from(
@@ -100,7 +106,7 @@ class SearchRepository(Repository):
         ]
         rows = await self.db.execute(union_all(*counted))
         counts: dict[str, int] = {term: entries for term, entries in rows}
-        return sorted(wanted, key=lambda term: (counts.get(term, 0), term))
+        return sorted(wanted, key=lambda term: (counts.get(term, 0), term))[:LOOKED_UP_TERMS]
 
     async def message_ids(
         self, user_id: str, ordered: list[str], *, before: int, limit: int

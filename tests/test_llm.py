@@ -19,7 +19,9 @@ from langchain_core.messages import (
     BaseMessage,
     HumanMessage,
     SystemMessage,
+    ToolMessage,
 )
+from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
 
@@ -27,7 +29,7 @@ from session_service.config import Settings
 from session_service.llm.errors import llm_error
 from session_service.llm.factory import build_chat_model, close_chat_model
 from session_service.llm.openai import ChatOpenAIPassThrough
-from tests.fakes.openai import FakeLLM
+from tests.fakes.openai import FakeLLM, ToolCall
 
 
 @pytest.fixture
@@ -137,3 +139,50 @@ async def test_a_refused_or_dropped_connection_is_a_502_not_a_timeout(
     error = llm_error(raised.value)
     assert error.status_code == 502
     assert error.detail.startswith("the LLM failed: ")
+
+
+async def test_the_fake_llm_speaks_tool_calls_as_chatopenai_reads_them(
+    fake_llm: FakeLLM, ours: BaseChatModel
+) -> None:
+    """Tool calls, streamed and not, reach langchain-openai as OpenAI sends them; the tool's
+    answer goes back as a `tool` message."""
+
+    @tool
+    def lookup(query: str, limit: int) -> str:
+        """Look something up."""
+        return query * limit
+
+    calls = [
+        ToolCall("lookup", {"query": "北京", "limit": 2}),
+        ToolCall("lookup", {"query": "x", "limit": 1}),
+    ]
+    fake_llm.reply = lambda messages: "done" if messages[-1]["role"] == "tool" else calls
+    bound = ours.bind_tools([lookup])
+    asked = await bound.ainvoke(PROMPT)
+    assert isinstance(asked, AIMessage)
+    assert [(c["name"], c["args"]) for c in asked.tool_calls] == [
+        ("lookup", {"query": "北京", "limit": 2}),
+        ("lookup", {"query": "x", "limit": 1}),
+    ]
+    assert fake_llm.calls[0]["tools"][0]["function"]["name"] == "lookup"
+    streamed = None
+    async for chunk in bound.astream(PROMPT):
+        streamed = chunk if streamed is None else streamed + chunk
+    assert isinstance(streamed, AIMessageChunk)
+    assert [(c["name"], c["args"]) for c in streamed.tool_calls] == [
+        (c["name"], c["args"]) for c in asked.tool_calls
+    ]
+    assert streamed.response_metadata["finish_reason"] == "tool_calls"
+    answered = [
+        ToolMessage(content=str(lookup.invoke(c["args"])), tool_call_id=c["id"])
+        for c in asked.tool_calls
+    ]
+    final = await bound.ainvoke([*PROMPT, asked, *answered])
+    assert final.text == "done"
+    sent = fake_llm.calls[-1]["messages"]
+    assert [m["role"] for m in sent[-3:]] == ["assistant", "tool", "tool"]
+    assert sent[-2] == {
+        "role": "tool",
+        "tool_call_id": asked.tool_calls[0]["id"],
+        "content": "北京北京",
+    }

@@ -329,3 +329,20 @@ async def test_connection_refused_is_unavailable() -> None:
         with pytest.raises(RagflowUnavailable):
             await RagflowClient(http, CHAT_ID, []).create_session("x", "u")
     assert isinstance(httpx.ConnectError("x"), httpx.TransportError)
+
+
+async def test_with_grounding_off_ragflow_is_never_asked(
+    ragflow_settings: Callable[..., Settings],
+    fake_ragflow: FakeRagflow,
+    fake_llm: FakeLLM,
+    alice: Headers,
+) -> None:
+    """AGENT_GROUNDING=off: the LLM alone answers; the session is still mirrored."""
+    async with serve_app(ragflow_settings(agent_grounding="off")) as client:
+        created = await created_session(client, alice)
+        answer = await answered(client, alice, created["session_id"], "What is the capital?")
+    assert created["ragflow_session_id"] in fake_ragflow.sessions
+    assert fake_ragflow.calls("POST", "/completions") == []
+    assert fake_ragflow.calls("POST", "/retrieval") == []
+    assert "grounding" not in answer["assistant_message"]["metadata"]
+    assert "Knowledge:" not in fake_llm.calls[-1]["messages"][0]["content"]

@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     agent_cleanup_interval_seconds: float = Field(300, gt=0)
     agent_pool_max_size: int = Field(1000, ge=1)
     agent_history_max_tokens: int = Field(8000, ge=100)
+    # always: RAGFlow is asked before the LLM, every turn; off: never (sessions still mirrored)
+    agent_grounding: Literal["always", "off"] = "always"
     agent_system_prompt: str = (
         "You are a helpful assistant in a chat session. Answer the user's latest message, "
         "using the conversation so far and any knowledge you are given."

@@ -61,7 +61,7 @@ class ChatTurns:
         self.pool = pool
         self.locks = locks
         self.llm = llm
-        self.mirror = mirror
+        self.grounding = None if settings.agent_grounding == "off" else mirror
         self.agents = Histories(settings, session_factory, pool)  # the routes' way to agents
         self.replies = Replies(session_factory)
         self.stops = Stops(session_factory, reserve, self.replies)
@@ -171,7 +171,7 @@ class ChatTurns:
             with self.pool.in_use(row.session_id):
                 agent = await self.agents.caught_up(agent, row, question)
                 with metrics.timed_phase(Phase.GROUNDING):
-                    grounded = await ground(self.mirror, row, question.content)
+                    grounded = await ground(self.grounding, row, question.content)
                 meta: dict[str, Any] = {}
                 with metrics.timed_phase(Phase.LLM):
                     pieces = agent.reply(self.llm, grounded.text, stream=stream)

@@ -49,8 +49,11 @@ class Settings(BaseSettings):
     agent_cleanup_interval_seconds: float = Field(300, gt=0)
     agent_pool_max_size: int = Field(1000, ge=1)
     agent_history_max_tokens: int = Field(8000, ge=100)
-    # always: RAGFlow is asked before the LLM, every turn; off: never (sessions still mirrored)
-    agent_grounding: Literal["always", "off"] = "always"
+    # always: RAGFlow is asked before the LLM, every turn; tools: the model calls it when it
+    # chooses (chat/tool_agent.py); off: never (sessions are still mirrored)
+    agent_grounding: Literal["always", "tools", "off"] = "always"
+    agent_max_steps: int = Field(5, ge=1, le=50)
+    agent_tool_timeout_seconds: float = Field(30.0, gt=0)
     agent_system_prompt: str = (
         "You are a helpful assistant in a chat session. Answer the user's latest message, "
         "using the conversation so far and any knowledge you are given."

@@ -5,7 +5,8 @@ By default it answers `echo: <the last user message>` at once. Tests turn the kn
 `chunk_delay` between streamed words, `drop_after_chunks` (cut a stream short), `reply`.
 A `reply` may answer with tool calls instead of text (a list of `ToolCall`), as OpenAI's API
 does: `message.tool_calls` with `finish_reason: "tool_calls"`, or streamed as `delta.tool_calls`
-pieces (each call's id and name, then its arguments in two halves).
+pieces (each call's id and name, then its arguments in two halves); asked with
+`tool_choice: "none"`, it answers NO_MORE_TOOLS instead.
 Every request is recorded, so a test can read exactly what the LLM was sent.
 """
 
@@ -31,7 +32,8 @@ class ToolCall:
 
 
 Answer = str | list[ToolCall]
-_GOING = {"finish_reason": None}  # a streamed chunk's choice, before the last
+_GOING = {"finish_reason": None}
+NO_MORE_TOOLS = "I answer with what I have."  # a streamed chunk's choice, before the last
 
 
 def echo(messages: list[dict[str, Any]]) -> str:
@@ -80,6 +82,8 @@ class FakeLLM:
             )
         body = request.json
         answer = self.reply(body["messages"])
+        if body.get("tool_choice") == "none" and not isinstance(answer, str):
+            answer = NO_MORE_TOOLS  # as OpenAI does: told not to call tools, it answers
         text = answer if isinstance(answer, str) else ""
         calls = [] if isinstance(answer, str) else self._wire_calls(answer)
         completion_id = f"chatcmpl-{next(self._ids)}"

@@ -19,6 +19,8 @@ MESSAGE_START = "message_start"
 DELTA = "delta"
 MESSAGE_END = "message_end"
 TITLE = "title"  # the session's automatic title, when it is ready before message_end
+TOOL_START = "tool_start"  # a step of the tool-using agent (AGENT_GROUNDING=tools) begins
+TOOL_END = "tool_end"
 ERROR = "error"
 
 

@@ -55,10 +55,17 @@ async def ground(mirror: Mirror | None, row: ChatSession, question: str) -> Grou
 
 
 async def _ask(mirror: Mirror, row: ChatSession, question: str) -> Grounding:
-    ragflow = mirror.ragflow
     mirror_id = await mirror.ensure(row)
-    if ragflow.dataset_ids:
-        return await ragflow.retrieve(question)
+    if mirror.ragflow.dataset_ids:
+        return await mirror.ragflow.retrieve(question)
+    return await ask_mirror(mirror, row, question, mirror_id)
+
+
+async def ask_mirror(
+    mirror: Mirror, row: ChatSession, question: str, mirror_id: str | None
+) -> Grounding:
+    """The session's RAGFlow conversation (`mirror_id`, as `Mirror.ensure` gave it) answers."""
+    ragflow = mirror.ragflow
     if mirror_id is None:
         raise RagflowUnavailable("no RAGFlow session to ask")
     try:

@@ -24,8 +24,8 @@ from session_service import metrics
 from session_service.agents.pool import AgentPool
 from session_service.auth import User
 from session_service.chat.admission import Admission
+from session_service.chat.answers import Answers
 from session_service.chat.generation import DELTA, MESSAGE_START, Event, Generation, TurnResult
-from session_service.chat.grounding import ground
 from session_service.chat.history import Histories
 from session_service.chat.mirror import Mirror
 from session_service.chat.public import MessagePublic
@@ -61,7 +61,7 @@ class ChatTurns:
         self.pool = pool
         self.locks = locks
         self.llm = llm
-        self.grounding = None if settings.agent_grounding == "off" else mirror
+        self.answers = Answers(settings, llm, mirror)
         self.agents = Histories(settings, session_factory, pool)  # the routes' way to agents
         self.replies = Replies(session_factory)
         self.stops = Stops(session_factory, reserve, self.replies)
@@ -166,15 +166,13 @@ class ChatTurns:
         question, placeholder = opened.question, opened.placeholder
         assert placeholder.id is not None
         parts: list[str] = []
+        meta: dict[str, Any] = {}
         try:
             agent = await self.agents.pooled(row, leaf_id=question.id)  # one rebuild, if any
             with self.pool.in_use(row.session_id):
                 agent = await self.agents.caught_up(agent, row, question)
-                with metrics.timed_phase(Phase.GROUNDING):
-                    grounded = await ground(self.grounding, row, question.content)
-                meta: dict[str, Any] = {}
+                pieces = await self.answers.pieces(agent, row, question, generation, meta, stream)
                 with metrics.timed_phase(Phase.LLM):
-                    pieces = agent.reply(self.llm, grounded.text, stream=stream)
                     timeout = self.settings.llm_timeout_seconds
                     async for chunk in timed_pieces(pieces, timeout, generation.stopper):
                         if text := chunk.text:
@@ -182,7 +180,6 @@ class ChatTurns:
                             generation.publish(DELTA, {"text": text})
                         if chunk.response_metadata or chunk.usage_metadata:
                             add_answer_metadata(meta, chunk)
-                meta |= grounded.metadata
                 if generation.stopper.cut:
                     meta["status"] = MessageStatus.STOPPED
                 with metrics.timed_phase(Phase.DATABASE):
@@ -193,6 +190,6 @@ class ChatTurns:
                 TurnResult(opened.shown, shown, created=True), {"assistant_message": shown}
             )
         except Exception as exc:
-            generation.fail(await self.store.failed(row, opened, parts, exc))
+            generation.fail(await self.store.failed(row, opened, parts, meta, exc))
         finally:  # the next turn sees the reply stored, or marked
             await lease.end()

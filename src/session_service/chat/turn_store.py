@@ -40,6 +40,8 @@ Step = Ask | Regenerate
 # its answer's placeholder.
 Stored = TurnResult | Opened
 
+# What a failed reply keeps of its metadata: the tool-using agent's steps done, and their sources.
+KEPT_WHEN_FAILED = ("steps", "references")
 # Polling a lease another replica's turn holds: from 10 ms, doubling, to 0.25 s apart.
 FIRST_POLL_SECONDS = 0.01
 MAX_POLL_SECONDS = 0.25
@@ -185,12 +187,19 @@ class TurnStore:
         return stopped
 
     async def failed(
-        self, row: ChatSession, opened: Opened, parts: list[str], exc: Exception
+        self,
+        row: ChatSession,
+        opened: Opened,
+        parts: list[str],
+        meta: dict[str, Any],
+        exc: Exception,
     ) -> ServiceError:
-        """The error a failed reply answers with, what was generated kept as far as the
-        database lets it (if it does not, recovery marks the reply later)."""
+        """The error a failed reply answers with, what was generated (its text, and the
+        agent's steps done in `meta`) kept as far as the database lets it (if it does not,
+        recovery marks the reply later)."""
         error = exc if isinstance(exc, ServiceError) else _unexpected(exc)
         generated = "".join(parts)
+        steps = {key: meta[key] for key in KEPT_WHEN_FAILED if key in meta}
         log.warning(
             "turn failed session_id=%s status=%d generated_chars=%d reason=%r",
             row.session_id,
@@ -200,7 +209,7 @@ class TurnStore:
         )
         try:
             await retry_on_contention(
-                lambda: self._keep_failed(row, opened, generated, error),
+                lambda: self._keep_failed(row, opened, generated, steps, error),
                 "storing a failed reply",
             )
         except Exception as cleanup:  # the database is down too: recovery finishes it
@@ -208,10 +217,15 @@ class TurnStore:
         return error
 
     async def _keep_failed(
-        self, row: ChatSession, opened: Opened, generated: str, error: ServiceError
+        self,
+        row: ChatSession,
+        opened: Opened,
+        generated: str,
+        steps: dict[str, Any],
+        error: ServiceError,
     ) -> None:
-        """Keep what was generated, marked interrupted; with nothing generated, no reply.
-        On the reserve pool: a busy process still stores what it generated."""
+        """Keep what was generated (text, steps), marked interrupted; with nothing generated,
+        no reply. On the reserve pool: a busy process still stores what it generated."""
         session_id, placeholder = row.session_id, opened.placeholder
         message_id = placeholder.id
         assert message_id is not None
@@ -220,8 +234,8 @@ class TurnStore:
             if not await sessions.clear_generating(session_id, message_id):
                 return  # the session is gone, or another turn recovered the reply
             messages = MessageRepository.from_session(db)
-            if generated:
-                meta = {"status": MessageStatus.INTERRUPTED, "error": error.detail}
+            if generated or steps:
+                meta = {**steps, "status": MessageStatus.INTERRUPTED, "error": error.detail}
                 await messages.finish(message_id, generated, meta, utcnow())
             else:  # the active leaf goes back to the newest under the question
                 await messages.remove(message_id)

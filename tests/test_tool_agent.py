@@ -1,0 +1,180 @@
+"""AGENT_GROUNDING=tools (api-v2 §5): the model calls RAGFlow as tools when it chooses, at most
+AGENT_MAX_STEPS steps a turn; each step stored in metadata.steps and streamed as tool_start /
+tool_end between the deltas; a failing tool is the model's to answer around."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from session_service.config import Settings
+from tests.conftest import serve_app
+from tests.fakes.openai import NO_MORE_TOOLS, FakeLLM, ToolCall
+from tests.fakes.ragflow import FakeRagflow
+from tests.helpers import Headers, answered, new_session
+
+
+def _after_tools(answer: str, *calls: ToolCall) -> Callable[[list[dict[str, Any]]], Any]:
+    """The model: these calls for the question, then `answer` once a tool has answered."""
+    return lambda messages: answer if messages[-1]["role"] == "tool" else list(calls)
+
+
+def _tools(ragflow_settings: Callable[..., Settings], **overrides: Any) -> Settings:
+    return ragflow_settings(agent_grounding="tools", ragflow_dataset_ids="ds-1", **overrides)
+
+
+async def test_a_tool_call_is_a_step_stored_with_its_references(
+    ragflow_settings: Callable[..., Settings],
+    fake_ragflow: FakeRagflow,
+    fake_llm: FakeLLM,
+    alice: Headers,
+) -> None:
+    fake_llm.reply = _after_tools(
+        "Paris.", ToolCall("search_knowledge_base", {"query": "capital of France"})
+    )
+    async with serve_app(_tools(ragflow_settings)) as client:
+        session_id = await new_session(client, alice)
+        turn = await answered(client, alice, session_id, "What is the capital of France?")
+    reply = turn["assistant_message"]
+    assert reply["content"] == "Paris."
+    [retrieval] = fake_ragflow.calls("POST", "/retrieval")
+    assert retrieval.json["question"] == "capital of France"
+    assert fake_ragflow.calls("POST", "/completions") == []  # not asked before the LLM
+    (step,) = reply["metadata"]["steps"]
+    assert step["tool"] == "search_knowledge_base"
+    assert step["input"] == {"query": "capital of France"}
+    assert "Paris is the capital of France." in step["output"]
+    assert [r["chunk_id"] for r in step["references"]] == ["chunk-paris"]
+    assert step["duration_ms"] >= 0
+    assert "error" not in step
+    assert reply["metadata"]["references"] == step["references"]
+    first, second = fake_llm.calls
+    assert {t["function"]["name"] for t in first["tools"]} == {
+        "search_knowledge_base",
+        "ask_knowledge_base",
+    }
+    assert "runtime" not in str(first["tools"])  # the session is not the model's to see
+    assert second["messages"][-1]["role"] == "tool"
+    assert step["id"] == second["messages"][-1]["tool_call_id"]
+    assert "Paris is the capital of France." in second["messages"][-1]["content"]
+
+
+async def test_steps_stream_between_the_deltas(
+    ragflow_settings: Callable[..., Settings], fake_llm: FakeLLM, alice: Headers
+) -> None:
+    fake_llm.reply = _after_tools(
+        "It is Paris.",
+        ToolCall("search_knowledge_base", {"query": "capital"}),
+        ToolCall("ask_knowledge_base", {"question": "Which capital?"}),
+    )
+    async with serve_app(_tools(ragflow_settings)) as client:
+        session_id = await new_session(client, alice)
+        response = await client.post(
+            f"/api/sessions/{session_id}/messages",
+            json={"content": "capital?", "stream": True},
+            headers=alice,
+        )
+    names = [
+        line.removeprefix("event: ")
+        for line in response.text.splitlines()
+        if line.startswith("event: ")
+    ]
+    assert names[0] == "message_start"
+    assert names[-1] == "message_end"
+    tools = [name for name in names if name.startswith("tool_")]
+    assert sorted(tools) == ["tool_end", "tool_end", "tool_start", "tool_start"]
+    assert names.index("delta") > max(i for i, name in enumerate(names) if name == "tool_end")
+    assert (
+        '"tool": "ask_knowledge_base"' in response.text
+        or '"tool":"ask_knowledge_base"' in response.text
+    )
+
+
+async def test_no_tool_call_and_the_step_limit(
+    ragflow_settings: Callable[..., Settings],
+    fake_ragflow: FakeRagflow,
+    fake_llm: FakeLLM,
+    alice: Headers,
+) -> None:
+    async with serve_app(_tools(ragflow_settings, agent_max_steps=2)) as client:
+        session_id = await new_session(client, alice)
+        direct = await answered(client, alice, session_id, "hello")  # the echo: no tools
+        assert "steps" not in direct["assistant_message"]["metadata"]
+        assert fake_ragflow.calls("POST", "/retrieval") == []
+        fake_llm.reply = lambda _messages: [ToolCall("search_knowledge_base", {"query": "more"})]
+        looping = await answered(client, alice, session_id, "dig")
+    reply = looping["assistant_message"]
+    assert reply["content"] == NO_MORE_TOOLS
+    assert len(reply["metadata"]["steps"]) == 2
+    assert fake_llm.calls[-1]["tool_choice"] == "none"
+    assert "tool_choice" not in fake_llm.calls[-2]
+
+
+async def test_a_failing_tool_is_an_error_the_model_answers_around(
+    ragflow_settings: Callable[..., Settings],
+    fake_ragflow: FakeRagflow,
+    fake_llm: FakeLLM,
+    alice: Headers,
+) -> None:
+    fake_llm.reply = _after_tools(
+        "Sorry, no sources.", ToolCall("search_knowledge_base", {"query": "x"})
+    )
+    async with serve_app(_tools(ragflow_settings, ragflow_timeout_seconds=1)) as client:
+        session_id = await new_session(client, alice)
+        fake_ragflow.fail = "502"
+        turn = await answered(client, alice, session_id, "anything?")
+    reply = turn["assistant_message"]
+    assert reply["content"] == "Sorry, no sources."
+    (step,) = reply["metadata"]["steps"]
+    assert step["error"]
+    assert fake_llm.calls[-1]["messages"][-1]["content"].startswith("Error: ")
+
+
+async def test_a_failed_turn_keeps_the_steps_it_took(
+    ragflow_settings: Callable[..., Settings], fake_llm: FakeLLM, alice: Headers
+) -> None:
+    """The LLM fails after a step, before a word: the reply stays, interrupted, with it."""
+    fake_llm.reply = _after_tools("never sent", ToolCall("search_knowledge_base", {"query": "q"}))
+    fake_llm.drop_after_chunks = 0  # the answer's stream breaks at once (the calls' does not)
+    async with serve_app(_tools(ragflow_settings)) as client:
+        session_id = await new_session(client, alice)
+        failed = await client.post(
+            f"/api/sessions/{session_id}/messages", json={"content": "q?"}, headers=alice
+        )
+        assert failed.status_code == 502, failed.text
+        shown = (await client.get(f"/api/sessions/{session_id}", headers=alice)).json()
+    reply = shown["messages"][-1]
+    assert reply["role"] == "assistant"
+    assert reply["content"] == ""
+    assert reply["metadata"]["status"] == "interrupted"
+    assert [step["tool"] for step in reply["metadata"]["steps"]] == ["search_knowledge_base"]
+    assert reply["metadata"]["references"]
+
+
+async def test_the_offline_model_looks_up_the_question_once(
+    ragflow_settings: Callable[..., Settings], fake_ragflow: FakeRagflow, alice: Headers
+) -> None:
+    """The zero-config model, given tools: the first one, asked the question, then an answer
+    quoting it; streamed and not alike."""
+    async with serve_app(_tools(ragflow_settings, llm_provider="offline")) as client:
+        session_id = await new_session(client, alice)
+        plain = await answered(client, alice, session_id, "capital of France?")
+        streamed = await client.post(
+            f"/api/sessions/{session_id}/messages",
+            json={"content": "capital of France?", "stream": True},
+            headers=alice,
+        )
+        shown = (await client.get(f"/api/sessions/{session_id}", headers=alice)).json()
+    reply = plain["assistant_message"]
+    (step,) = reply["metadata"]["steps"]
+    assert (step["tool"], step["input"]) == (
+        "search_knowledge_base",
+        {"query": "capital of France?"},
+    )
+    assert 'search_knowledge_base answered: "' in reply["content"]
+    assert "Paris is the capital of France." in reply["content"]
+    assert "event: tool_start" in streamed.text
+    last = shown["messages"][-1]  # the streamed turn's reply
+    assert "search_knowledge_base answered" in last["content"]
+    assert len(last["metadata"]["steps"]) == 1
+    assert len(fake_ragflow.calls("POST", "/retrieval")) == 2

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/sessions.db"
@@ -13,6 +23,34 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/sessions.db"
 
 class ConfigError(Exception):
     """A setting has a value the service cannot run with; the message names the variable."""
+
+
+class McpHttpServer(BaseModel):
+    """An MCP server over streamable HTTP."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    transport: Literal["streamable_http", "http"]
+    url: str
+    headers: dict[str, str] = {}
+
+    def connection(self) -> dict[str, Any]:
+        return {"transport": "streamable_http", "url": self.url, "headers": self.headers}
+
+
+class McpStdioServer(BaseModel):
+    """An MCP server the service starts as a process, speaking over its standard streams."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    transport: Literal["stdio"]
+    command: str
+    args: list[str] = []
+    env: dict[str, str] | None = None
+
+    def connection(self) -> dict[str, Any]:
+        return {"transport": "stdio", "command": self.command, "args": self.args, "env": self.env}
+
+
+McpServer = Annotated[McpHttpServer | McpStdioServer, Field(discriminator="transport")]
 
 
 class Settings(BaseSettings):
@@ -54,6 +92,8 @@ class Settings(BaseSettings):
     agent_grounding: Literal["always", "tools", "off"] = "always"
     agent_max_steps: int = Field(5, ge=1, le=50)
     agent_tool_timeout_seconds: float = Field(30.0, gt=0)
+    # with tools: MCP servers by name, as JSON or `@file.json` (chat/mcp_tools.py)
+    mcp_servers: Annotated[dict[str, McpServer], NoDecode] = {}
     agent_system_prompt: str = (
         "You are a helpful assistant in a chat session. Answer the user's latest message, "
         "using the conversation so far and any knowledge you are given."
@@ -83,6 +123,22 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("mcp_servers", mode="before")
+    @classmethod
+    def _read_mcp_servers(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("@"):
+            try:
+                text = Path(text[1:]).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ValueError(f"cannot read {text[1:]}: {exc.strerror}") from None
+        try:
+            return json.loads(text) if text else {}
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not JSON: {exc.msg} at character {exc.pos}") from None
 
     @field_validator("auth_jwt_secret")
     @classmethod

@@ -33,6 +33,7 @@ from session_service.agents.workers import Workers
 from session_service.api import agents, audit, feedback, health, metrics, search, sessions, turns
 from session_service.background import Repeating
 from session_service.chat import recovery
+from session_service.chat.mcp_tools import MCP_RETRY_SECONDS, McpTools
 from session_service.chat.mirror import Mirror
 from session_service.chat.stopping import STOP_POLL_SECONDS
 from session_service.chat.turn import ChatTurns
@@ -98,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             llm = build_chat_model(resolved)
             reserve_factory = create_session_factory(reserve)
             stack.push_async_callback(close_chat_model, llm)
+            mcp = await _start_mcp(resolved, stack)
             turns = ChatTurns(
                 resolved,
                 session_factory,
@@ -106,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 TurnLocks(reserve, lease_seconds=resolved.turn_lock_lease_seconds),
                 llm,
                 mirror,
+                mcp,
             )
             max_age = resolved.agent_max_age_seconds
 
@@ -221,6 +224,17 @@ async def _start_ragflow(
         "retrieval" if settings.ragflow_dataset_ids else "the chat's answers",
     )
     return mirror
+
+
+async def _start_mcp(settings: Settings, stack: contextlib.AsyncExitStack) -> McpTools | None:
+    """The MCP servers' tools, listed at start (a server that does not answer at once is
+    tried again in the background); None unless the agent uses tools and servers are set."""
+    if settings.agent_grounding != "tools" or not settings.mcp_servers:
+        return None
+    mcp = McpTools(settings.mcp_servers)
+    await mcp.list_missing()
+    _run_in_background(stack, Repeating("mcp-tools", mcp.list_missing, interval=MCP_RETRY_SECONDS))
+    return mcp
 
 
 def _run_in_background(stack: contextlib.AsyncExitStack, work: Repeating) -> None:

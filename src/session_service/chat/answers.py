@@ -13,6 +13,7 @@ from session_service import metrics
 from session_service.agents.agent import ChatAgent
 from session_service.chat.generation import Generation
 from session_service.chat.grounding import ground
+from session_service.chat.mcp_tools import McpTools
 from session_service.chat.mirror import Mirror
 from session_service.chat.tool_agent import ToolAgent
 from session_service.chat.tools import TurnContext, ragflow_tools
@@ -22,17 +23,17 @@ from session_service.metrics import Phase
 
 
 class Answers:
-    def __init__(self, settings: Settings, llm: BaseChatModel, mirror: Mirror | None) -> None:
+    def __init__(
+        self, settings: Settings, llm: BaseChatModel, mirror: Mirror | None, mcp: McpTools | None
+    ) -> None:
         self.llm = llm
         self.mirror = mirror
         self.grounding = None if settings.agent_grounding == "off" else mirror
+        self.mcp = mcp
         self.tool_agent = None
         if settings.agent_grounding == "tools":
             self.tool_agent = ToolAgent(
-                llm,
-                ragflow_tools(mirror),
-                settings.agent_max_steps,
-                settings.agent_tool_timeout_seconds,
+                llm, settings.agent_max_steps, settings.agent_tool_timeout_seconds
             )
 
     async def pieces(
@@ -46,8 +47,9 @@ class Answers:
     ) -> AsyncGenerator[AIMessageChunk]:
         """The answer's pieces; what the reply's metadata gains on the way, into `meta`."""
         if self.tool_agent is not None:
+            tools = ragflow_tools(self.mirror) + (self.mcp.tools if self.mcp else [])
             context = TurnContext(row, self.mirror)
-            return self.tool_agent.reply(agent.prompt(), context, meta, generation.publish)
+            return self.tool_agent.reply(tools, agent.prompt(), context, meta, generation.publish)
         with metrics.timed_phase(Phase.GROUNDING):
             grounded = await ground(self.grounding, row, question.content)
         meta |= grounded.metadata

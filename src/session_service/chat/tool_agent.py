@@ -28,7 +28,9 @@ from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import StreamMode
 
 from session_service.chat.generation import TOOL_END, TOOL_START
-from session_service.chat.tools import OUTPUT_LENGTH, TurnContext
+from session_service.chat.tools import TurnContext
+
+OUTPUT_LENGTH = 4000  # characters of a tool's output the model reads and a step keeps
 
 # the model's tokens, and the steps' events (written by `Steps`); a list: LangGraph tags each
 # item with its mode only when given a list of modes
@@ -36,15 +38,25 @@ MODES: list[StreamMode] = ["messages", "custom"]
 
 
 class ToolAgent:
-    def __init__(
-        self, llm: BaseChatModel, tools: list[BaseTool], max_steps: int, timeout: float
-    ) -> None:
-        self.graph = create_agent(  # type: ignore[misc]
-            llm, tools, middleware=[Steps(max_steps, timeout)], context_schema=TurnContext
-        )
+    def __init__(self, llm: BaseChatModel, max_steps: int, timeout: float) -> None:
+        self.llm = llm
+        self.middleware = [Steps(max_steps, timeout)]
+        self.compiled: tuple[tuple[str, ...], Any] | None = None  # (its tools' names, graph)
+
+    def graph(self, tools: list[BaseTool]) -> Any:
+        """The agent for these tools: compiled once, again only when the tools change (an
+        MCP server came up)."""
+        names = tuple(tool.name for tool in tools)
+        if self.compiled is None or self.compiled[0] != names:
+            graph = create_agent(  # type: ignore[misc]
+                self.llm, tools, middleware=self.middleware, context_schema=TurnContext
+            )
+            self.compiled = (names, graph)
+        return self.compiled[1]
 
     async def reply(
         self,
+        tools: list[BaseTool],
         prompt: list[BaseMessage],
         context: TurnContext,
         meta: dict[str, Any],
@@ -53,8 +65,8 @@ class ToolAgent:
         """The answer's chunks (an empty one at each step's start and end: progress); the steps
         into `meta` as they end, so a stopped turn keeps those done."""
         steps: dict[str, dict[str, Any]] = {}
-        async for mode, data in self.graph.astream(
-            {"messages": prompt},  # type: ignore[call-overload]
+        async for mode, data in self.graph(tools).astream(
+            {"messages": prompt},
             context=context,
             stream_mode=MODES,
         ):
@@ -113,7 +125,7 @@ class Steps(AgentMiddleware):
             async with asyncio.timeout(self.timeout):
                 result = await handler(request)
         except Exception as exc:  # the model's to answer around
-            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            error = described(exc)
             if isinstance(exc, TimeoutError):
                 error = f"the tool took longer than {self.timeout:g} s"
             end |= {"output": "", "error": error}
@@ -121,15 +133,32 @@ class Steps(AgentMiddleware):
                 content=f"Error: {error}", tool_call_id=step_id, name=tool, status="error"
             )
         else:
-            end["output"] = _text(result)[:OUTPUT_LENGTH]
+            end["output"] = output = _text(result)[:OUTPUT_LENGTH]
             if isinstance(result, ToolMessage):
-                if isinstance(result.artifact, list) and result.artifact:
-                    end["references"] = result.artifact
+                artifact = result.artifact if isinstance(result.artifact, dict) else {}
+                if artifact.get("references"):
+                    end["references"] = artifact["references"]
                 if result.status == "error":
-                    end["error"] = end["output"]
+                    end["error"] = output
+                result = ToolMessage(  # what the model reads: no more than the step keeps
+                    content=output,
+                    tool_call_id=result.tool_call_id,
+                    name=result.name,
+                    status=result.status,
+                    artifact=result.artifact,
+                )
         end["duration_ms"] = round((time.perf_counter() - started) * 1000, 1)
         write((TOOL_END, end))
         return result
+
+
+def described(exc: BaseException) -> str:
+    """What failed, from inside the exception groups task groups raise (MCP's do)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _steps_taken(messages: list[Any]) -> int:

@@ -15,8 +15,6 @@ from session_service.chat.mirror import Mirror
 from session_service.db.models import ChatSession
 from session_service.ragflow.models import Grounding
 
-OUTPUT_LENGTH = 4000  # characters of a tool's output kept in a step (and shown to the model)
-
 
 @dataclass(frozen=True, slots=True)
 class TurnContext:
@@ -37,7 +35,7 @@ def ragflow_tools(mirror: Mirror | None) -> list[BaseTool]:
 @tool(response_format="content_and_artifact")
 async def search_knowledge_base(
     query: str, runtime: ToolRuntime[TurnContext]
-) -> tuple[str, list[dict[str, Any]]]:
+) -> tuple[str, dict[str, Any]]:
     """Search the knowledge base's documents for passages relevant to `query` (a few words or
     a question). Returns the passages with their sources."""
     mirror = _mirror(runtime)
@@ -47,7 +45,7 @@ async def search_knowledge_base(
 @tool(response_format="content_and_artifact")
 async def ask_knowledge_base(
     question: str, runtime: ToolRuntime[TurnContext]
-) -> tuple[str, list[dict[str, Any]]]:
+) -> tuple[str, dict[str, Any]]:
     """Ask the knowledge base's assistant a question; it answers from its documents, with
     the passages it used."""
     mirror, row = _mirror(runtime), runtime.context.row
@@ -61,7 +59,7 @@ def _mirror(runtime: ToolRuntime[TurnContext]) -> Mirror:
     return mirror
 
 
-def _found(grounding: Grounding) -> tuple[str, list[dict[str, Any]]]:
-    """The text the model reads (at most OUTPUT_LENGTH characters), and the references."""
+def _found(grounding: Grounding) -> tuple[str, dict[str, Any]]:
+    """The text the model reads, and the references (the step's, chat/tool_agent.py)."""
     text = grounding.text or "Nothing relevant was found."
-    return text[:OUTPUT_LENGTH], [reference.public() for reference in grounding.references]
+    return text, {"references": [reference.public() for reference in grounding.references]}

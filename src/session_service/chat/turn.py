@@ -27,6 +27,7 @@ from session_service.chat.admission import Admission
 from session_service.chat.answers import Answers
 from session_service.chat.generation import DELTA, MESSAGE_START, Event, Generation, TurnResult
 from session_service.chat.history import Histories
+from session_service.chat.mcp_tools import McpTools
 from session_service.chat.mirror import Mirror
 from session_service.chat.public import MessagePublic
 from session_service.chat.questions import Ask, Opened
@@ -56,12 +57,13 @@ class ChatTurns:
         locks: TurnLocks,
         llm: BaseChatModel,
         mirror: Mirror | None,
+        mcp: McpTools | None = None,
     ) -> None:
         self.settings = settings
         self.pool = pool
         self.locks = locks
         self.llm = llm
-        self.answers = Answers(settings, llm, mirror)
+        self.answers = Answers(settings, llm, mirror, mcp)
         self.agents = Histories(settings, session_factory, pool)  # the routes' way to agents
         self.replies = Replies(session_factory)
         self.stops = Stops(session_factory, reserve, self.replies)

@@ -127,3 +127,8 @@ def test_mcp_servers_are_read_as_json_or_from_a_file(tmp_path: Path) -> None:
     ):
         with pytest.raises(ConfigError, match=said):
             load_settings(mcp_servers=bad)
+    with pytest.raises(ConfigError, match="AGENT_TOOL_TIMEOUT_SECONDS must be less than"):
+        load_settings(
+            agent_grounding="tools", agent_tool_timeout_seconds=60, llm_timeout_seconds=60
+        )
+    assert load_settings(agent_tool_timeout_seconds=60, llm_timeout_seconds=60)  # no tools

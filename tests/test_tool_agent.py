@@ -4,14 +4,18 @@ tool_end between the deltas; a failing tool is the model's to answer around."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
+
+from httpx import AsyncClient
 
 from session_service.config import Settings
 from tests.conftest import serve_app
 from tests.fakes.openai import NO_MORE_TOOLS, FakeLLM, ToolCall
 from tests.fakes.ragflow import FakeRagflow
-from tests.helpers import Headers, answered, new_session
+from tests.helpers import Headers, answered, eventually, new_session
 
 
 def _after_tools(answer: str, *calls: ToolCall) -> Callable[[list[dict[str, Any]]], Any]:
@@ -178,3 +182,89 @@ async def test_the_offline_model_looks_up_the_question_once(
     assert "search_knowledge_base answered" in last["content"]
     assert len(last["metadata"]["steps"]) == 1
     assert len(fake_ragflow.calls("POST", "/retrieval")) == 2
+
+
+async def _generating(client: AsyncClient, headers: Headers, session_id: str) -> int:
+    """The id of the reply being generated, once there is one."""
+    found: list[int] = []
+
+    async def one() -> bool:
+        detail = (await client.get(f"/api/sessions/{session_id}", headers=headers)).json()
+        last = detail["messages"][-1] if detail["messages"] else {}
+        if last.get("metadata", {}).get("status") == "streaming":
+            found.append(last["id"])
+        return bool(found)
+
+    await eventually(one)
+    return found[0]
+
+
+async def test_a_stop_during_a_tool_call_ends_the_turn_at_once(
+    ragflow_settings: Callable[..., Settings],
+    fake_ragflow: FakeRagflow,
+    fake_llm: FakeLLM,
+    alice: Headers,
+) -> None:
+    fake_llm.reply = _after_tools("never", ToolCall("search_knowledge_base", {"query": "q"}))
+    fake_ragflow.fail, fake_ragflow.slow_seconds = "slow", 3
+    async with serve_app(_tools(ragflow_settings, ragflow_timeout_seconds=20)) as client:
+        session_id = await new_session(client, alice)
+        running = asyncio.create_task(
+            client.post(
+                f"/api/sessions/{session_id}/messages", json={"content": "q"}, headers=alice
+            )
+        )
+        reply_id = await _generating(client, alice, session_id)
+        await eventually(lambda: _async(bool(fake_ragflow.calls("POST", "/retrieval"))))
+        started = time.perf_counter()
+        stopped = await client.post(
+            f"/api/sessions/{session_id}/messages/{reply_id}/stop", headers=alice
+        )
+        assert time.perf_counter() - started < 2  # not after the tool's 3 s
+        turn = await running
+    assert stopped.status_code == 200, stopped.text
+    assert stopped.json()["metadata"]["status"] == "stopped"
+    assert turn.json()["assistant_message"]["metadata"]["status"] == "stopped"
+    assert "steps" not in stopped.json()["metadata"]  # the step never ended
+
+
+async def _async(value: bool) -> bool:
+    return value
+
+
+async def test_regenerate_and_rejoin_an_agent_turn(
+    ragflow_settings: Callable[..., Settings], fake_llm: FakeLLM, alice: Headers
+) -> None:
+    """A regenerated agent turn takes its own steps beside the first answer's; a client that
+    rejoins a streamed one gets its step events again."""
+    fake_llm.reply = _after_tools("Paris.", ToolCall("search_knowledge_base", {"query": "a"}))
+    async with serve_app(_tools(ragflow_settings)) as client:
+        session_id = await new_session(client, alice)
+        first = (await answered(client, alice, session_id, "capital?"))["assistant_message"]
+        fake_llm.reply = _after_tools(
+            "Still Paris.", ToolCall("search_knowledge_base", {"query": "b"})
+        )
+        fake_llm.chunk_delay = 0.05
+        base = f"/api/sessions/{session_id}/messages/{first['id']}"
+        regenerating = asyncio.create_task(
+            client.post(f"{base}/regenerate", json={"stream": True}, headers=alice)
+        )
+        reply_id = await _generating(client, alice, session_id)
+        rejoined = await client.get(
+            f"/api/sessions/{session_id}/messages/{reply_id}/stream", headers=alice
+        )
+        regenerated = await regenerating
+    assert "event: tool_start" in rejoined.text
+    assert "event: tool_end" in rejoined.text
+    assert "event: message_end" in rejoined.text
+    assert regenerated.status_code == 201
+    detail = (await _detail(ragflow_settings, alice, session_id))["messages"][-1]
+    assert detail["content"] == "Still Paris."
+    assert [s["input"] for s in detail["metadata"]["steps"]] == [{"query": "b"}]
+    assert detail["sibling_ids"] == [first["id"], reply_id]
+    assert [s["input"] for s in first["metadata"]["steps"]] == [{"query": "a"}]
+
+
+async def _detail(settings: Callable[..., Settings], headers: Headers, session_id: str) -> Any:
+    async with serve_app(_tools(settings)) as client:
+        return (await client.get(f"/api/sessions/{session_id}", headers=headers)).json()

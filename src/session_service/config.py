@@ -156,6 +156,19 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _tools_in_time(self) -> Settings:
+        # a turn waits for the LLM's next piece at most LLM_TIMEOUT_SECONDS, tools included
+        if (
+            self.agent_grounding == "tools"
+            and self.agent_tool_timeout_seconds >= self.llm_timeout_seconds
+        ):
+            raise ValueError(
+                "AGENT_TOOL_TIMEOUT_SECONDS must be less than LLM_TIMEOUT_SECONDS (a turn "
+                "waits at most that long for the next piece of its answer, a tool call included)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _ragflow_complete(self) -> Settings:
         if self.ragflow_base_url:
             missing = [

@@ -1,9 +1,10 @@
 // The chat page: plain JavaScript modules against the public API, no build step. This one
 // shows a session's conversation and drives it; api.js talks to the service, dom.js builds
-// elements and bubbles, search.js is the sidebar's search.
+// elements and bubbles, search.js is the sidebar's search, steps.js a reply's tool steps.
 import { api, loadBranch, readEvents, sessionPath, state } from "./api.js";
 import { $, bubble, button, element, note, references, setBody } from "./dom.js";
 import { clearSearch, initSearch } from "./search.js";
+import { stepEnded, stepStarted, steps } from "./steps.js";
 
 // --- rendering ----------------------------------------------------------------------
 function pager(message) {
@@ -47,6 +48,7 @@ function render(item, message, isLast) {
   if (meta.status === "interrupted") note(item, "interrupted");
   if (meta.status === "stopped") note(item, "stopped");
   if (meta.grounding === "unavailable") note(item, "knowledge base unavailable: answered without it");
+  steps(item, meta);
   references(item, meta);
   controls(item, message, isLast);
 }
@@ -71,6 +73,8 @@ async function follow(response, item) {
       text += event.data.text;
       setBody(item, "assistant", text);
       item.scrollIntoView({ block: "end" });
+    } else if (event.name === "tool_start" || event.name === "tool_end") {
+      (event.name === "tool_start" ? stepStarted : stepEnded)(item, event.data); // the agent's steps
     } else if (event.name === "title") {
       $("title").textContent = event.data.title; // the session's automatic title, just made
       loadSessions();

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bench import common, llm_stream, scaling, search, streaming, streams, tree, turns
+from bench import agent, common, llm_stream, scaling, search, streaming, streams, tree, turns
 
 
 @pytest.fixture
@@ -110,3 +110,9 @@ def test_search(results: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         assert row["like_p50_ms"] > 0
     assert figures["queries"]["en_common_word"]["message_hits_per_page_median"] == 20
     assert figures["queries"]["zh_two_chars"]["message_hits_per_page_median"] >= 1
+
+
+def test_agent(results: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    figures = run(agent.main, monkeypatch, results, "--turns", "3", "--rounds", "1")
+    assert set(figures["cpu_ms_per_turn"]) == {"always", "tools, no call", "tools, one call"}
+    assert figures["first_delta_after_tool_ms_p50"] > 0

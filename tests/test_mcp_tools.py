@@ -22,7 +22,8 @@ from tests.helpers import Headers, answered, eventually, new_session
 
 def _with_mcp(llm_settings: Callable[..., Settings], url: str, **overrides: Any) -> Settings:
     servers = {"calc": {"transport": "streamable_http", "url": url}}
-    return llm_settings(agent_grounding="tools", mcp_servers=json.dumps(servers), **overrides)
+    values = {"agent_tool_timeout_seconds": 5, **overrides}  # under the tests' LLM timeout
+    return llm_settings(agent_grounding="tools", mcp_servers=json.dumps(servers), **values)
 
 
 def _calling(call: ToolCall) -> Callable[[list[dict[str, Any]]], Any]:

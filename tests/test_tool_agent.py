@@ -24,7 +24,8 @@ def _after_tools(answer: str, *calls: ToolCall) -> Callable[[list[dict[str, Any]
 
 
 def _tools(ragflow_settings: Callable[..., Settings], **overrides: Any) -> Settings:
-    return ragflow_settings(agent_grounding="tools", ragflow_dataset_ids="ds-1", **overrides)
+    values = {"agent_tool_timeout_seconds": 5, **overrides}  # under the tests' LLM timeout
+    return ragflow_settings(agent_grounding="tools", ragflow_dataset_ids="ds-1", **values)
 
 
 async def test_a_tool_call_is_a_step_stored_with_its_references(
@@ -268,3 +269,28 @@ async def test_regenerate_and_rejoin_an_agent_turn(
 async def _detail(settings: Callable[..., Settings], headers: Headers, session_id: str) -> Any:
     async with serve_app(_tools(settings)) as client:
         return (await client.get(f"/api/sessions/{session_id}", headers=headers)).json()
+
+
+async def test_two_replicas_and_the_history_later_turns_send(
+    ragflow_settings: Callable[..., Settings], fake_llm: FakeLLM, alice: Headers
+) -> None:
+    """A turn on one replica calls two tools in one step; the next, on another replica, sends
+    the texts of the conversation so far, not the steps."""
+    fake_llm.reply = _after_tools(
+        "Paris.",
+        ToolCall("search_knowledge_base", {"query": "capital"}),
+        ToolCall("ask_knowledge_base", {"question": "capital?"}),
+    )
+    settings = _tools(ragflow_settings, agent_max_steps=1)
+    async with serve_app(settings) as one, serve_app(settings) as two:
+        session_id = await new_session(one, alice)
+        first = (await answered(one, alice, session_id, "capital?"))["assistant_message"]
+        fake_llm.reply = lambda _messages: "Lyon is second."
+        await answered(two, alice, session_id, "and the next city?")
+    assert len(first["metadata"]["steps"]) == 2  # two calls in one step: within one step
+    sent = fake_llm.calls[-1]["messages"]
+    assert [(m["role"], m["content"]) for m in sent[1:]] == [
+        ("user", "capital?"),
+        ("assistant", "Paris."),
+        ("user", "and the next city?"),
+    ]

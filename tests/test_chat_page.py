@@ -189,7 +189,13 @@ async def test_the_page_is_served_with_a_strict_content_security_policy(
         uvicorn_server(make_settings(auth_jwt_secret=None)) as base,
         httpx.AsyncClient(base_url=base) as http,
     ):
-        modules = ("/static/app.js", "/static/api.js", "/static/dom.js", "/static/search.js")
+        modules = (
+            "/static/app.js",
+            "/static/api.js",
+            "/static/dom.js",
+            "/static/search.js",
+            "/static/steps.js",
+        )
         for path in ("/", *modules, "/static/vendor/purify.min.js"):
             response = await http.get(path)
             assert response.status_code == 200

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -133,3 +134,37 @@ def test_mcp_servers_are_read_as_json_or_from_a_file(tmp_path: Path) -> None:
             agent_grounding="tools", agent_tool_timeout_seconds=60, llm_timeout_seconds=60
         )
     assert load_settings(agent_tool_timeout_seconds=60, llm_timeout_seconds=60)  # no tools
+
+
+STDIO_SERVER = '''
+from mcp.server.fastmcp import FastMCP
+
+server = FastMCP("local", log_level="WARNING")
+
+
+@server.tool()
+def shout(text: str) -> str:
+    """Upper-case a text."""
+    return text.upper()
+
+
+server.run("stdio")
+'''
+
+
+async def test_a_stdio_server_s_tools(
+    llm_settings: Callable[..., Settings], fake_llm: FakeLLM, alice: Headers, tmp_path: Path
+) -> None:
+    """A server the service starts as a process (stdio transport)."""
+    script = tmp_path / "local_server.py"
+    script.write_text(STDIO_SERVER)
+    servers = {"local": {"transport": "stdio", "command": sys.executable, "args": [str(script)]}}
+    settings = llm_settings(
+        agent_grounding="tools", agent_tool_timeout_seconds=5, mcp_servers=json.dumps(servers)
+    )
+    fake_llm.reply = _calling(ToolCall("local_shout", {"text": "quiet"}))
+    async with serve_app(settings) as client:
+        session_id = await new_session(client, alice)
+        turn = await answered(client, alice, session_id, "shout it")
+    (step,) = turn["assistant_message"]["metadata"]["steps"]
+    assert (step["tool"], step["output"]) == ("local_shout", "QUIET")

@@ -48,18 +48,23 @@ async def read_events(response: httpx.Response) -> AsyncIterator[SseEvent]:
 @asynccontextmanager
 async def uvicorn_server(settings: Settings) -> AsyncIterator[str]:
     """The app behind a real uvicorn on a free loopback port, in this event loop."""
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=0, log_config=None, lifespan="on"
-    )
+    async with served(create_app(settings)) as port:
+        yield f"http://127.0.0.1:{port}"
+
+
+@asynccontextmanager
+async def served(app: Any, port: int = 0) -> AsyncIterator[int]:
+    """An ASGI app behind a real uvicorn on a loopback port (a free one by default), in this
+    event loop, with its lifespan: the port, until the block ends."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
             task.result()
         await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield server.servers[0].sockets[0].getsockname()[1]
     finally:
         server.should_exit = True
         await task

@@ -8,8 +8,9 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import uvicorn
 from mcp.server.fastmcp import FastMCP
+
+from tests.sse import served
 
 BIG = 1_000_000  # characters `big` answers
 
@@ -40,18 +41,5 @@ def _calc() -> FastMCP:
 @asynccontextmanager
 async def mcp_server(port: int = 0) -> AsyncIterator[tuple[str, int]]:
     """The server running until the block ends: (its URL, its port)."""
-    config = uvicorn.Config(
-        _calc().streamable_http_app(), host="127.0.0.1", port=port, log_config=None
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}/mcp", port
-    finally:
-        server.should_exit = True
-        await task
+    async with served(_calc().streamable_http_app(), port) as bound:
+        yield f"http://127.0.0.1:{bound}/mcp", bound

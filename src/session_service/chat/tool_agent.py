@@ -4,7 +4,8 @@ over the session's window, calling the tools it chooses, at most AGENT_MAX_STEPS
 Each tool call is a step: published as `tool_start` / `tool_end` between the deltas, kept in
 the reply's `metadata.steps` (and its references in `metadata.references`). A tool that fails or
 times out answers the model with its error, which the model answers around: never a failed
-turn. After the last step the model is called without tools' choice: it must answer."""
+turn. After the last step the model is told not to call tools (`tool_choice: "none"`): it
+must answer."""
 
 from __future__ import annotations
 

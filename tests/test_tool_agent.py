@@ -113,6 +113,13 @@ async def test_no_tool_call_and_the_step_limit(
     assert len(reply["metadata"]["steps"]) == 2
     assert fake_llm.calls[-1]["tool_choice"] == "none"
     assert "tool_choice" not in fake_llm.calls[-2]
+    fake_llm.obey_tool_choice = False  # a server that calls tools all the same: the turn ends
+    async with serve_app(_tools(ragflow_settings, agent_max_steps=1)) as client:
+        calls_before = len(fake_llm.calls)
+        stubborn = await answered(client, alice, session_id, "dig deeper")
+    assert len(fake_llm.calls) - calls_before == 2
+    assert stubborn["assistant_message"]["content"] == ""
+    assert len(stubborn["assistant_message"]["metadata"]["steps"]) == 1
 
 
 async def test_a_failing_tool_is_an_error_the_model_answers_around(

@@ -49,6 +49,7 @@ class FakeLLM:
         self.chunk_delay = 0.0
         self.drop_after_chunks: int | None = None
         self.reply: Callable[[list[dict[str, Any]]], Answer] = echo
+        self.obey_tool_choice = True  # False: as a server that calls tools when told "none"
         self._ids = itertools.count(1)
         self.server = FakeServer(self._handle)
 
@@ -82,7 +83,8 @@ class FakeLLM:
             )
         body = request.json
         answer = self.reply(body["messages"])
-        if body.get("tool_choice") == "none" and not isinstance(answer, str):
+        told_none = body.get("tool_choice") == "none" and self.obey_tool_choice
+        if told_none and not isinstance(answer, str):
             answer = NO_MORE_TOOLS  # as OpenAI does: told not to call tools, it answers
         text = answer if isinstance(answer, str) else ""
         calls = [] if isinstance(answer, str) else self._wire_calls(answer)

@@ -108,9 +108,12 @@ class Steps(AgentMiddleware):
         request: ModelRequest,
         handler: Callable[[ModelRequest], Awaitable[ModelResponse]],
     ) -> ModelResponse:
-        if _steps_taken(request.messages) >= self.max_steps:
-            request = request.override(tool_choice="none")
-        return await handler(request)
+        if _steps_taken(request.messages) < self.max_steps:
+            return await handler(request)
+        response = await handler(request.override(tool_choice="none"))
+        # a server that calls tools all the same: its calls are dropped, the turn ends
+        response.result = [_without_calls(message) for message in response.result]
+        return response
 
     async def awrap_tool_call(
         self,
@@ -160,6 +163,12 @@ def described(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "no answer in time"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _without_calls(message: BaseMessage) -> BaseMessage:
+    if isinstance(message, AIMessage) and message.tool_calls:
+        return message.model_copy(update={"tool_calls": [], "invalid_tool_calls": []})
+    return message
 
 
 def _steps_taken(messages: list[Any]) -> int:

@@ -104,9 +104,18 @@ def mariadb_pid() -> int | None:
     """The database server's process, to count its CPU time too; None unless it runs here."""
     if make_url(SERVER).host not in (None, "127.0.0.1", "localhost"):
         return None
-    found = subprocess.run(["pidof", "mariadbd", "mysqld"], capture_output=True, text=True)
-    pids = found.stdout.split()
-    return int(pids[0]) if pids else None
+    # the server's own pid file: other mariadbd processes may run here (a test's cluster)
+    connection = helpers.mysql_connect(SERVER)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT @@pid_file")
+            (pid_file,) = cursor.fetchone()
+    finally:
+        connection.close()
+    try:
+        return int(Path(pid_file).read_text().strip())
+    except (OSError, ValueError):
+        return None
 
 
 @contextmanager

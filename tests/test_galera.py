@@ -1,0 +1,139 @@
+"""Past one database server: two replicas of the service writing through two nodes of a real
+3-node MariaDB Galera cluster (tests/galera.py). Galera reports a lost certification as a
+deadlock (1213) at any statement or at COMMIT; what a client is told must be what every node
+stores."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack
+from typing import Any
+
+import pytest
+from alembic import command
+from httpx import AsyncClient
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from session_service.config import Settings
+from session_service.db.engine import create_engine, create_session_factory
+from session_service.db.migrate import alembic_config
+from tests.conftest import serve_app
+from tests.fakes.openai import FakeLLM
+from tests.galera import Cluster, Node
+from tests.helpers import Headers, assert_one_writer, new_session, stored, turn
+
+DATABASE = "ss_galera"
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    why = Cluster.available()
+    if why is not None:
+        pytest.fail(why)
+    cluster = Cluster()
+    try:
+        cluster.start()
+        cluster.nodes[0].query(f"CREATE DATABASE {DATABASE} CHARACTER SET utf8mb4")
+        config = alembic_config()
+        config.set_main_option("sqlalchemy.url", cluster.nodes[0].url + DATABASE)
+        command.upgrade(config, "head")
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+async def replicas(
+    cluster: Cluster, llm_settings: Callable[..., Settings]
+) -> AsyncIterator[list[AsyncClient]]:
+    """The service twice: one writing through node 1, the other through node 2."""
+    async with AsyncExitStack() as stack:
+        yield [
+            await stack.enter_async_context(
+                serve_app(llm_settings(database_url=node.url + DATABASE))
+            )
+            for node in cluster.nodes[:2]
+        ]
+
+
+@pytest.fixture
+async def node3(cluster: Cluster) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Reads through the third node, which no replica writes to."""
+    engine = create_engine(Settings(database_url=cluster.nodes[2].url + DATABASE))
+    yield create_session_factory(engine)
+    await engine.dispose()
+
+
+def _everywhere(cluster: Cluster, sql: str) -> list[list[tuple[Any, ...]]]:
+    """What each node stores, read on each (after it has applied what it was sent)."""
+    return [_synced(node, sql) for node in cluster.nodes]
+
+
+def _synced(node: Node, sql: str) -> list[tuple[Any, ...]]:
+    return node.query(sql, DATABASE, sync_wait=True)
+
+
+async def test_concurrent_turns_through_two_nodes_strictly_alternate(
+    replicas: list[AsyncClient],
+    fake_llm: FakeLLM,
+    alice: Headers,
+    node3: async_sessionmaker[AsyncSession],
+) -> None:
+    fake_llm.delay = 0.02
+    one, two = replicas
+    session_id = await new_session(one, alice)
+    responses = await asyncio.gather(
+        *(turn((one, two)[i % 2], alice, session_id, f"q{i}") for i in range(12))
+    )
+    assert [r.status_code for r in responses] == [201] * 12, [r.text for r in responses]
+    rows = await stored(node3, session_id)
+    assert len(rows) == 24
+    assert_one_writer(rows, fake_llm.calls)
+
+
+async def test_racing_deletes_answer_what_every_node_stores(
+    replicas: list[AsyncClient], cluster: Cluster, alice: Headers
+) -> None:
+    one, two = replicas
+    session_id = await new_session(one, alice)
+    deletes = await asyncio.gather(
+        *((one, two)[i % 2].delete(f"/api/sessions/{session_id}", headers=alice) for i in range(6))
+    )
+    assert sorted(r.status_code for r in deletes) == [204, 404, 404, 404, 404, 404]
+    stored_everywhere = _everywhere(
+        cluster, f"SELECT COUNT(*) FROM chat_sessions WHERE session_id = '{session_id}'"
+    )
+    assert stored_everywhere == [[(0,)]] * 3
+
+
+async def test_racing_creates_and_patches_answer_what_every_node_stores(
+    replicas: list[AsyncClient], cluster: Cluster, alice: Headers
+) -> None:
+    one, two = replicas
+    for attempt in range(5):
+        session_id = f"galera-{attempt}"
+        created = await asyncio.gather(
+            *(
+                client.post(
+                    "/api/sessions",
+                    json={"session_id": session_id, "title": f"from {name}"},
+                    headers=alice,
+                )
+                for client, name in ((one, "one"), (two, "two"))
+            )
+        )
+        assert sorted(r.status_code for r in created) == [201, 409], [r.text for r in created]
+        (winner,) = [r.json()["title"] for r in created if r.status_code == 201]
+        sql = f"SELECT title FROM chat_sessions WHERE session_id = '{session_id}'"
+        assert _everywhere(cluster, sql) == [[(winner,)]] * 3
+        patched = await asyncio.gather(
+            *(
+                client.patch(f"/api/sessions/{session_id}", json={"title": title}, headers=alice)
+                for client, title in ((one, "patched one"), (two, "patched two"))
+            )
+        )
+        answered = {r.json()["title"] for r in patched if r.status_code == 200}
+        assert {r.status_code for r in patched} <= {200, 409}, [r.text for r in patched]
+        (title,) = {row[0][0] for row in _everywhere(cluster, sql)}
+        assert title in answered

@@ -104,3 +104,12 @@ def test_jwks_needs_issuer_and_audience_and_ends_development_mode() -> None:
     )
     assert not settings.dev_mode
     assert load_settings().dev_mode
+
+
+def test_database_hosts_are_hosts_with_ports() -> None:
+    settings = load_settings(database_hosts="db1:3307, db2 ,10.0.0.3:3306")
+    assert settings.database_host_list == [("db1", 3307), ("db2", 3306), ("10.0.0.3", 3306)]
+    assert load_settings().database_host_list == []
+    for bad in ("db1:", ":3306", "db1:port", "db1:70000"):
+        with pytest.raises(ConfigError, match="DATABASE_HOSTS"):
+            load_settings(database_hosts=bad)

@@ -137,3 +137,34 @@ async def test_racing_creates_and_patches_answer_what_every_node_stores(
         assert {r.status_code for r in patched} <= {200, 409}, [r.text for r in patched]
         (title,) = {row[0][0] for row in _everywhere(cluster, sql)}
         assert title in answered
+
+
+async def test_a_replica_fails_over_when_its_node_leaves(
+    cluster: Cluster, llm_settings: Callable[..., Settings], alice: Headers
+) -> None:
+    """DATABASE_HOSTS: node 1 stops under the replica; its next requests go to node 2, with
+    no restart; readiness stays 200 while a node serves; node 1 rejoins."""
+    first, second = cluster.nodes[:2]
+    settings = llm_settings(
+        database_url=first.url + DATABASE,
+        database_hosts=f"127.0.0.1:{first.sql},127.0.0.1:{second.sql}",
+        db_connect_timeout_seconds=2,
+    )
+    async with serve_app(settings) as client:
+        session_id = await new_session(client, alice)
+        assert (await turn(client, alice, session_id, "before")).status_code == 201
+        cluster.stop_node(first)
+        try:
+            assert (await client.get("/health/ready")).status_code == 200
+            after = await turn(client, alice, session_id, "after")
+            assert after.status_code == 201, after.text
+            assert (await new_session(client, alice)) != session_id
+            rows = _synced(
+                second, f"SELECT COUNT(*) FROM chat_messages WHERE session_id = '{session_id}'"
+            )
+            assert rows == [(4,)]
+        finally:
+            cluster.start_node(first)
+    assert _synced(
+        first, f"SELECT COUNT(*) FROM chat_messages WHERE session_id = '{session_id}'"
+    ) == [(4,)]

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     )
 
     database_url: str = ""
+    # host:port of every node of a cluster (or servers holding the same data); DATABASE_URL
+    # still gives the driver, user, password and database (db/hosts.py)
+    database_hosts: Annotated[list[str], NoDecode] = []
     mysql_host: str | None = None
     mysql_port: int = Field(3306, ge=1, le=65535)
     mysql_user: str | None = None
@@ -117,11 +120,20 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 
-    @field_validator("ragflow_dataset_ids", "cors_allow_origins", mode="before")
+    @field_validator("ragflow_dataset_ids", "cors_allow_origins", "database_hosts", mode="before")
     @classmethod
     def _split_ids(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("database_hosts")
+    @classmethod
+    def _hosts_with_ports(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            host, colon, port = entry.rpartition(":")
+            if colon and (not host or not port.isdigit() or not 0 < int(port) < 65536):
+                raise ValueError(f"{entry!r} is not host or host:port")
         return value
 
     @field_validator("mcp_servers", mode="before")
@@ -211,6 +223,15 @@ class Settings(BaseSettings):
     def dev_mode(self) -> bool:
         """No JWT secret and no JWKS: every request acts as the admin user `dev` (local only)."""
         return self.auth_jwt_secret is None and self.auth_jwks_url is None
+
+    @property
+    def database_host_list(self) -> list[tuple[str, int]]:
+        """DATABASE_HOSTS as (host, port), the port 3306 unless given."""
+        found = []
+        for entry in self.database_hosts:
+            host, _, port = entry.rpartition(":") if ":" in entry else (entry, "", "3306")
+            found.append((host, int(port)))
+        return found
 
     @property
     def ragflow_enabled(self) -> bool:

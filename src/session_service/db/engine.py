@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import importlib
 import json
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +16,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from session_service.config import Settings
+from session_service.db.hosts import NOT_READY, Hosts
 
 
 def _json_dumps(value: Any) -> str:
@@ -44,9 +42,10 @@ def create_engine(settings: Settings, *, reserve: bool = False) -> AsyncEngine:
     url = database_url(settings.database_url)
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(url, settings)
-    return create_async_engine(
+    hosts = Hosts(url, settings.database_host_list, settings.db_connect_timeout_seconds)
+    engine = create_async_engine(
         url,
-        async_creator=_bounded_connect(url, settings.db_connect_timeout_seconds),
+        async_creator=hosts.connect,
         pool_pre_ping=True,
         pool_recycle=3600,
         pool_size=settings.db_reserve_pool_size if reserve else settings.db_pool_size,
@@ -55,25 +54,15 @@ def create_engine(settings: Settings, *, reserve: bool = False) -> AsyncEngine:
         json_serializer=_json_dumps,
     )
 
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _node_left(context: Any) -> None:
+        # a Galera node that left the cluster answers 1047: drop the connection, go elsewhere
+        args = getattr(context.original_exception, "args", ())
+        if args and args[0] == NOT_READY:
+            context.is_disconnect = True
+            hosts.leave()
 
-def _bounded_connect(url: URL, timeout: float) -> Callable[[], Awaitable[Any]]:
-    """Connect with the driver's own arguments, all of it (TCP, handshake, login) within
-    `timeout`: the driver's `connect_timeout` covers only the TCP connect, and a server that
-    accepts but never answers would otherwise hang the request for good."""
-    dialect = url.get_dialect(_is_async=True)()
-    cargs, cparams = dialect.create_connect_args(url)
-    cparams["connect_timeout"] = timeout
-    driver = importlib.import_module(dialect.driver)  # aiomysql (or asyncmy)
-    # Raised as the driver's own error, SQLAlchemy reports it as any failed connect.
-    operational_error = dialect.import_dbapi().OperationalError
-
-    async def connect() -> Any:
-        try:
-            return await asyncio.wait_for(driver.connect(*cargs, **cparams), timeout)
-        except TimeoutError:
-            raise operational_error(2003, f"no answer from the database in {timeout}s") from None
-
-    return connect
+    return engine
 
 
 def _sqlite_engine(url: URL, settings: Settings) -> AsyncEngine:

@@ -168,3 +168,37 @@ async def test_a_replica_fails_over_when_its_node_leaves(
     assert _synced(
         first, f"SELECT COUNT(*) FROM chat_messages WHERE session_id = '{session_id}'"
     ) == [(4,)]
+
+
+async def test_a_reply_generated_while_its_node_leaves_is_stored_through_the_next(
+    cluster: Cluster,
+    llm_settings: Callable[..., Settings],
+    fake_llm: FakeLLM,
+    alice: Headers,
+) -> None:
+    """Node 1 stops while the LLM answers: the reply is stored through node 2 and answered
+    201; the same client_message_id sent again (to another replica) gets that pair back."""
+    first, second = cluster.nodes[:2]
+    hosts = f"127.0.0.1:{first.sql},127.0.0.1:{second.sql}"
+    settings = llm_settings(
+        database_url=first.url + DATABASE, database_hosts=hosts, db_connect_timeout_seconds=2
+    )
+    fake_llm.delay = 1.5
+    async with serve_app(settings) as client:
+        session_id = await new_session(client, alice)
+        running = asyncio.create_task(
+            turn(client, alice, session_id, "slow", client_message_id="galera-retry")
+        )
+        await asyncio.sleep(0.5)  # the question is stored, the LLM is answering
+        cluster.stop_node(first)
+        try:
+            answered = await running
+        finally:
+            cluster.start_node(first)
+    assert answered.status_code == 201, answered.text
+    assert answered.json()["assistant_message"]["content"] == "echo: slow"
+    second_settings = llm_settings(database_url=second.url + DATABASE)
+    async with serve_app(second_settings) as other:
+        again = await turn(other, alice, session_id, "slow", client_message_id="galera-retry")
+    assert again.status_code == 200, again.text
+    assert again.json() == answered.json()

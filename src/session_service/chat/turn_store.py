@@ -17,7 +17,12 @@ from session_service.chat import questions, recovery
 from session_service.chat.generation import TurnResult
 from session_service.chat.questions import Ask, Opened, Regenerate
 from session_service.chat.sessions import owned_session
-from session_service.db.contention import Busy, is_contention, retry_on_contention
+from session_service.db.contention import (
+    Busy,
+    is_contention,
+    retry_on_contention,
+    retry_while_unavailable,
+)
 from session_service.db.models import ChatMessage, ChatSession, MessageStatus
 from session_service.db.repositories import MessageRepository, SessionRepository
 from session_service.db.search import SearchRepository
@@ -40,6 +45,8 @@ Step = Ask | Regenerate
 # its answer's placeholder.
 Stored = TurnResult | Opened
 
+# How long a generated reply waits for the database to answer again (a node failing over).
+STORE_RETRY_SECONDS = 20.0
 # What a failed reply keeps of its metadata: the tool-using agent's steps done, and their sources.
 KEPT_WHEN_FAILED = ("steps", "references")
 # Polling a lease another replica's turn holds: from 10 ms, doubling, to 0.25 s apart.
@@ -145,9 +152,12 @@ class TurnStore:
         """Store the answer in its placeholder, letting the turn's lease go with it; the reply
         as stored."""
         placeholder, now = opened.placeholder, utcnow()
-        stopped = await retry_on_contention(
-            lambda: self._reply(lease, row, opened, content, meta, now),
+        stopped = await retry_while_unavailable(  # what was generated is not given up
+            lambda: retry_on_contention(
+                lambda: self._reply(lease, row, opened, content, meta, now), "storing a reply"
+            ),
             "storing a reply",
+            seconds=STORE_RETRY_SECONDS,
         )
         if stopped is not None:
             return stopped

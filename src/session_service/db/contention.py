@@ -57,6 +57,24 @@ def _error_code(exc: BaseException) -> object:
     return args[0] if args else None
 
 
+async def retry_while_unavailable(
+    transaction: Callable[[], Awaitable[T]], what: str, *, seconds: float
+) -> T:
+    """Run `transaction` again while the database does not answer, for up to `seconds`: a
+    new connection may reach it again (the next of DATABASE_HOSTS, or the same one back)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    pause = FIRST_PAUSE_SECONDS
+    while True:
+        try:
+            return await transaction()
+        except UNAVAILABLE as exc:
+            if asyncio.get_running_loop().time() + pause > deadline:
+                raise
+            log.warning("database unavailable for %s, trying again reason=%r", what, exc)
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 1.0)
+
+
 async def retry_on_contention(
     transaction: Callable[[], Awaitable[T]], what: str, *, attempts: int = ATTEMPTS
 ) -> T:

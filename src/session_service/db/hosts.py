@@ -66,14 +66,17 @@ class Hosts:
             raise self.operational_error(
                 2003, f"no answer from the database at {host}:{port} in {self.timeout}s"
             ) from None
-        if len(self.hosts) > 1 and not await _ready(connection):
+        if not await _prepared(connection):
             connection.close()
             raise self.operational_error(NOT_READY, f"{host}:{port} is not ready for clients")
         return connection
 
 
-async def _ready(connection: Any) -> bool:
-    """Whether a Galera node takes clients (a server without wsrep always does)."""
+async def _prepared(connection: Any) -> bool:
+    """Whether the server takes clients (a Galera node: `wsrep_ready`; any other: yes). On a
+    Galera node, every read of the connection first waits until the node has applied what the
+    cluster committed before it (`wsrep_sync_wait = 1`): a replica reading through one node
+    sees what another wrote through another (a turn's lease, a stored reply, a deletion)."""
     async with connection.cursor() as cursor:
         await cursor.execute("SHOW VARIABLES LIKE 'wsrep_on'")
         on = await cursor.fetchone()
@@ -81,5 +84,6 @@ async def _ready(connection: Any) -> bool:
         if on is not None and on[1] == "ON":
             await cursor.execute("SHOW STATUS LIKE 'wsrep_ready'")
             ready = await cursor.fetchone()
+            await cursor.execute("SET SESSION wsrep_sync_wait = 1")
     await connection.commit()  # end the implicit transaction the reads began
     return ready is None or ready[1] == "ON"

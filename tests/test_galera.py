@@ -202,3 +202,19 @@ async def test_a_reply_generated_while_its_node_leaves_is_stored_through_the_nex
         again = await turn(other, alice, session_id, "slow", client_message_id="galera-retry")
     assert again.status_code == 200, again.text
     assert again.json() == answered.json()
+
+
+async def test_readiness_says_when_its_node_is_not_synced(
+    cluster: Cluster, llm_settings: Callable[..., Settings]
+) -> None:
+    third = cluster.nodes[2]
+    async with serve_app(llm_settings(database_url=third.url + DATABASE)) as client:
+        assert (await client.get("/health/ready")).status_code == 200
+        third.query("SET GLOBAL wsrep_desync = ON")  # as a donor is: out of sync on purpose
+        try:
+            desynced = await client.get("/health/ready")
+        finally:
+            third.query("SET GLOBAL wsrep_desync = OFF")
+        assert desynced.status_code == 503
+        assert "Galera node not ready" in desynced.json()["detail"]
+        assert (await client.get("/health/ready")).status_code == 200

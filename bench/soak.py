@@ -15,6 +15,8 @@ leaf is its own and whose count is right; that every acknowledged answer is unde
 question; that no reply is left in progress; and that the messages of deleted sessions are
 gone.
 Prints the load held and the faults survived; exits 1 if the checker found a problem.
+`--galera`: on a 3-node MariaDB Galera cluster instead (tests/galera.py), each replica writing
+through a node of its own, the first one's node behind the proxy and failing over (DATABASE_HOSTS).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from bench.soak_check import Ledger, check
 from bench.soak_clients import USER, client_loop
 from tests.fakes.openai import FakeLLM
 from tests.fakes.tcp_proxy import TcpProxy
+from tests.galera import Cluster
 from tests.helpers import JWT_SECRET
 
 
@@ -82,33 +85,71 @@ async def soak(bases: list[str], args: argparse.Namespace, proxy: TcpProxy, llm:
     return ledger, survived, elapsed
 
 
+Replicas = list[tuple[str, dict[str, str]]]  # each one's DATABASE_URL and other settings
+
+
+def _one_server(stack: ExitStack) -> tuple[str, Replicas, TcpProxy]:
+    """A scratch database; both replicas reach it through the proxy the faults cut."""
+    database_url = stack.enter_context(scratch_database())
+    server = make_url(database_url)
+    proxy = TcpProxy(server.host or "127.0.0.1", server.port or 3306).start()
+    stack.callback(proxy.stop)
+    proxied = server.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    return database_url, [(proxied, {}), (proxied, {})], proxy
+
+
+def _galera(stack: ExitStack) -> tuple[str, Replicas, TcpProxy]:
+    """A 3-node cluster: one replica writes through node 1 (behind the proxy the faults cut)
+    and fails over to node 2; the other writes through node 2, then node 3."""
+    cluster = Cluster()
+    stack.callback(cluster.close)
+    cluster.start()
+    first, second, third = cluster.nodes
+    first.query("CREATE DATABASE soak CHARACTER SET utf8mb4")
+    proxy = TcpProxy("127.0.0.1", first.sql).start()
+    stack.callback(proxy.stop)
+    replicas = [
+        (
+            f"mysql+aiomysql://root@127.0.0.1:{proxy.port}/soak",
+            {"DATABASE_HOSTS": f"127.0.0.1:{proxy.port},127.0.0.1:{second.sql}"},
+        ),
+        (
+            second.url + "soak",
+            {"DATABASE_HOSTS": f"127.0.0.1:{second.sql},127.0.0.1:{third.sql}"},
+        ),
+    ]
+    return third.url + "soak", replicas, proxy
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--sessions", type=int, default=12)
     parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument(
+        "--galera", action="store_true", help="on a 3-node Galera cluster (tests/galera.py)"
+    )
     args = parser.parse_args()
     llm = FakeLLM().start()
     llm.reply = lambda messages: "ok " + " ".join(["word"] * 8)
     llm.chunk_delay = 0.005
-    with scratch_database() as database_url, ExitStack() as stack:
-        server = make_url(database_url)
-        proxy = TcpProxy(server.host or "127.0.0.1", server.port or 3306).start()
-        stack.callback(proxy.stop)
+    env = {
+        "AUTH_JWT_SECRET": JWT_SECRET,
+        "TURN_LOCK_LEASE_SECONDS": "3",
+        "DB_CONNECT_TIMEOUT_SECONDS": "1",
+        "LLM_TIMEOUT_SECONDS": "5",
+    }
+    with ExitStack() as stack:
         stack.callback(llm.stop)
-        proxied = server.set(host="127.0.0.1", port=proxy.port).render_as_string(
-            hide_password=False
-        )
-        env = {
-            "AUTH_JWT_SECRET": JWT_SECRET,
-            "TURN_LOCK_LEASE_SECONDS": "3",
-            "DB_CONNECT_TIMEOUT_SECONDS": "1",
-            "LLM_TIMEOUT_SECONDS": "5",
-        }
-        bases = [stack.enter_context(service(proxied, llm.base_url, env))[0] for _ in range(2)]
+        database_url, replicas, proxy = (_galera if args.galera else _one_server)(stack)
+        bases = [
+            stack.enter_context(service(url, llm.base_url, env | extra))[0]
+            for url, extra in replicas
+        ]
         ledger, survived, elapsed = asyncio.run(soak(bases, args, proxy, llm))
         verdict = check(database_url, ledger)
     figures = {
+        "database": "galera, 3 nodes" if args.galera else "one server",
         "clients": args.clients,
         "sessions": args.sessions,
         "seconds": round(elapsed, 1),

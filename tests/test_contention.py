@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from httpx import AsyncClient
+from sqlalchemy import text
 from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -227,3 +228,36 @@ async def test_a_value_the_database_refuses_is_invalid_input_not_an_outage(
     assert response.status_code == 422, response.text
     assert "cannot be stored" in response.json()["detail"]
     _no_outage_logged(caplog)
+
+
+async def test_a_transaction_reads_what_is_committed_when_it_reads(
+    client: AsyncClient, db: async_sessionmaker[AsyncSession], migrated_url: str
+) -> None:
+    """READ COMMITTED: a read after the row lock sees a message removed after the
+    transaction's first read (REPEATABLE READ would show it from an older snapshot, and a
+    branch switch could make it the active leaf: the soak found one)."""
+    headers = auth("isolation-user")
+    session_id = await new_session(client, headers)
+    assert (await turn(client, headers, session_id, "one")).status_code == 201
+    async with db() as session, session.begin():
+        repository = SessionRepository.from_session(session)
+        assert await repository.get(session_id) is not None  # the first read
+        other = mysql_connect(migrated_url)
+        try:
+            with other.cursor() as cursor:
+                cursor.execute(
+                    "DELETE FROM chat_messages WHERE session_id = %s AND seq = 2", (session_id,)
+                )
+            other.commit()
+        finally:
+            other.close()
+        await repository.lock(session_id)
+        rows = await stored_in(session, session_id)
+    assert [seq for (seq,) in rows] == [1]
+
+
+async def stored_in(session: AsyncSession, session_id: str) -> list[tuple[int]]:
+    result = await session.execute(
+        text("SELECT seq FROM chat_messages WHERE session_id = :s ORDER BY seq"), {"s": session_id}
+    )
+    return [(seq,) for (seq,) in result]

@@ -46,6 +46,11 @@ def create_engine(settings: Settings, *, reserve: bool = False) -> AsyncEngine:
     engine = create_async_engine(
         url,
         async_creator=hosts.connect,
+        # Each statement reads what is committed when it runs. Under InnoDB's default
+        # (REPEATABLE READ) the plain reads of a transaction see the snapshot of its first
+        # read, older than the row its `FOR UPDATE` then locks: a branch switch could make a
+        # reply removed meanwhile the active leaf, and the next question its child.
+        isolation_level="READ COMMITTED",
         pool_pre_ping=True,
         pool_recycle=3600,
         pool_size=settings.db_reserve_pool_size if reserve else settings.db_pool_size,

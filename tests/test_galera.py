@@ -31,9 +31,8 @@ def cluster() -> Iterator[Cluster]:
     why = Cluster.available()
     if why is not None:
         pytest.fail(why)
-    cluster = Cluster()
+    cluster = _formed()
     try:
-        cluster.start()
         cluster.nodes[0].query(f"CREATE DATABASE {DATABASE} CHARACTER SET utf8mb4")
         config = alembic_config()
         config.set_main_option("sqlalchemy.url", cluster.nodes[0].url + DATABASE)
@@ -41,6 +40,25 @@ def cluster() -> Iterator[Cluster]:
         yield cluster
     finally:
         cluster.close()
+
+
+def _formed() -> Cluster:
+    """A cluster formed, at the second try if need be: ports picked free may be taken before
+    a node binds them."""
+    try:
+        return _started()
+    except RuntimeError:
+        return _started()
+
+
+def _started() -> Cluster:
+    cluster = Cluster()
+    try:
+        cluster.start()
+    except BaseException:
+        cluster.close()
+        raise
+    return cluster
 
 
 @pytest.fixture

@@ -93,15 +93,19 @@ class TurnStore:
                         stored = await self._first(db, user, session_id, step)
                         committing = True
             except BaseException as exc:
-                if not (isinstance(exc, DBAPIError) and is_contention(exc)):
+                if _connection_lost(exc, committing):  # nothing stored: again, elsewhere
+                    log.warning("connection lost storing a question session_id=%s", session_id)
+                elif not (isinstance(exc, DBAPIError) and is_contention(exc)):
                     if committing:  # did the commit happen after all? Unknown
                         lease.may_have_claimed()
                     raise
-                # Rolled back whole: another writer has the row. Poll again, as for a lease.
-                log.info(
-                    "contention on the turn lease session_id=%s reason=%s", session_id, exc.orig
-                )
-                contended = True
+                else:  # rolled back whole: another writer has the row; poll, as for a lease
+                    log.info(
+                        "contention on the turn lease session_id=%s reason=%s",
+                        session_id,
+                        exc.orig,
+                    )
+                    contended = True
             if committing and not contended:
                 lease.claimed()
                 return stored
@@ -274,6 +278,13 @@ async def _index(db: AsyncSession, row: ChatSession, opened: Opened, reply: str)
     assert opened.placeholder.id is not None
     texts = [(question.id, question.content), (opened.placeholder.id, reply)]
     await SearchRepository.from_session(db).index(row.user_id, texts)
+
+
+def _connection_lost(exc: BaseException, committing: bool) -> bool:
+    """The connection died before the commit was sent (its node left the cluster, or the
+    server went away): the transaction did not happen, and a new connection (the next of
+    DATABASE_HOSTS) may run it. A connection that could not be made at all is not this."""
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated and not committing
 
 
 def _unexpected(exc: Exception) -> ServiceError:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import getpass
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -17,14 +16,10 @@ from pathlib import Path
 
 import pymysql
 
+from tests.processes import free_port
+
 PROVIDER = "/usr/lib/galera/libgalera_smm.so"
 JOIN_SECONDS = 60
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -72,7 +67,7 @@ class Cluster:
         self.root.chmod(0o755)
         self.user = "mysql" if os.geteuid() == 0 else getpass.getuser()
         self.nodes = [
-            Node(n, self.root / f"node{n}", _free_port(), _free_port(), _free_port(), _free_port())
+            Node(n, self.root / f"node{n}", free_port(), free_port(), free_port(), free_port())
             for n in (1, 2, 3)
         ]
 

@@ -5,7 +5,6 @@ slow or answering a megabyte makes a failed or shortened step, never a failed tu
 from __future__ import annotations
 
 import json
-import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ from tests.conftest import serve_app
 from tests.fakes.mcp import mcp_server
 from tests.fakes.openai import FakeLLM, ToolCall
 from tests.helpers import Headers, answered, eventually, new_session
+from tests.processes import free_port
 
 
 def _with_mcp(llm_settings: Callable[..., Settings], url: str, **overrides: Any) -> Settings:
@@ -30,12 +30,6 @@ def _with_mcp(llm_settings: Callable[..., Settings], url: str, **overrides: Any)
 def _calling(call: ToolCall) -> Callable[[list[dict[str, Any]]], Any]:
     """The model: this call for a question, then an answer quoting the tool's."""
     return lambda m: f"got {m[-1]['content'][:20]}" if m[-1]["role"] == "tool" else [call]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_an_mcp_tool_is_called_as_a_step(
@@ -80,7 +74,7 @@ async def test_a_server_down_at_start_comes_up_and_one_that_drops_is_reached_aga
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(main, "MCP_RETRY_SECONDS", 0.2)
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/mcp"
     async with serve_app(_with_mcp(llm_settings, url)) as client:  # nothing listens yet
         session_id = await new_session(client, alice)

@@ -7,11 +7,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from httpx import AsyncClient
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from session_service.backup import export, restore
 from session_service.config import Settings
+from session_service.db.engine import create_engine, create_session_factory
+from session_service.db.migrate import upgrade_to_head
+from session_service.db.models import ChatMessage
 from tests.conftest import serve_app
 from tests.fakes.openai import NO_MORE_TOOLS, FakeLLM, ToolCall
 from tests.fakes.ragflow import FakeRagflow
@@ -301,3 +307,31 @@ async def test_two_replicas_and_the_history_later_turns_send(
         ("assistant", "Paris."),
         ("user", "and the next city?"),
     ]
+
+
+async def test_steps_are_exported_and_imported(
+    ragflow_settings: Callable[..., Settings],
+    fake_llm: FakeLLM,
+    alice: Headers,
+    db: async_sessionmaker[AsyncSession],
+    tmp_path: Path,
+) -> None:
+    fake_llm.reply = _after_tools("Paris.", ToolCall("search_knowledge_base", {"query": "q"}))
+    async with serve_app(_tools(ragflow_settings)) as client:
+        session_id = await new_session(client, alice)
+        reply = (await answered(client, alice, session_id, "capital?"))["assistant_message"]
+    backup = tmp_path / "backup.jsonl"
+    with backup.open("w", encoding="utf-8") as out:
+        await export(db, out, session_id=session_id)
+    engine = create_engine(Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'copy.db'}"))
+    try:
+        await upgrade_to_head(engine)
+        copy = create_session_factory(engine)
+        await restore(copy, backup)
+        async with copy() as session:
+            restored = await session.get(ChatMessage, reply["id"])
+    finally:
+        await engine.dispose()
+    assert restored is not None
+    assert restored.meta["steps"] == reply["metadata"]["steps"]
+    assert restored.meta["references"] == reply["metadata"]["references"]

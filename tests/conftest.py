@@ -27,6 +27,7 @@ from tests.fakes.openai import FakeLLM
 from tests.fakes.ragflow import API_KEY as RAGFLOW_KEY
 from tests.fakes.ragflow import CHAT_ID as RAGFLOW_CHAT
 from tests.fakes.ragflow import FakeRagflow
+from tests.fakes.tcp_proxy import TcpProxy
 from tests.helpers import JWT_SECRET, auth, mysql_connect, scratch_database
 
 DEFAULT_SERVER_URL = "mysql+aiomysql://root@127.0.0.1:3306/"
@@ -89,6 +90,17 @@ async def migrated_url(database_url: str) -> str:
     finally:
         await engine.dispose()
     return database_url
+
+
+@pytest.fixture
+def proxy(migrated_url: str) -> Iterator[TcpProxy]:
+    """A TCP proxy in front of the test database (tests.fakes.tcp_proxy)."""
+    server = make_url(migrated_url)
+    tcp = TcpProxy(server.host or "127.0.0.1", server.port or 3306).start()
+    try:
+        yield tcp
+    finally:
+        tcp.stop()
 
 
 @pytest.fixture

@@ -236,3 +236,108 @@ async def test_readiness_says_when_its_node_is_not_synced(
         assert desynced.status_code == 503
         assert "Galera node not ready" in desynced.json()["detail"]
         assert (await client.get("/health/ready")).status_code == 200
+
+
+async def test_a_node_stopped_and_rejoined_under_load_loses_and_refuses_nothing(
+    cluster: Cluster, llm_settings: Callable[..., Settings], fake_llm: FakeLLM, alice: Headers
+) -> None:
+    """Two replicas, each naming the three nodes (its own first), under concurrent turns and
+    session writes while node 1 stops and rejoins: every request is answered (no 503: two
+    nodes were up throughout), and every node stores each answered turn once, in order."""
+    ports = [node.sql for node in cluster.nodes]
+    fake_llm.delay = 0.05
+    async with AsyncExitStack() as stack:
+        replicas = [
+            await stack.enter_async_context(
+                serve_app(
+                    llm_settings(
+                        database_url=cluster.nodes[first].url + DATABASE,
+                        database_hosts=",".join(
+                            f"127.0.0.1:{ports[(first + n) % 3]}" for n in range(3)
+                        ),
+                        db_connect_timeout_seconds=2,
+                    )
+                )
+            )
+            for first in (0, 1)
+        ]
+        sessions = [await new_session(replicas[0], alice) for _ in range(3)]
+        load = _Load(replicas, alice)
+        running = [
+            asyncio.create_task(load.turns(session_id, replica, f"{index}.{number}"))
+            for index, session_id in enumerate(sessions)
+            for number, replica in enumerate(replicas)
+        ]
+        running += [asyncio.create_task(load.writes(replica)) for replica in replicas]
+        await asyncio.sleep(2)
+        await asyncio.to_thread(cluster.stop_node, cluster.nodes[0])
+        await asyncio.sleep(2)
+        await asyncio.to_thread(cluster.start_node, cluster.nodes[0])
+        await asyncio.sleep(2)
+        load.done.set()
+        await asyncio.gather(*running)
+    assert load.refused == [], load.refused
+    assert len(load.answered) > 20
+    for session_id in sessions:
+        sql = (
+            "SELECT seq, role, content FROM chat_messages "
+            f"WHERE session_id = '{session_id}' ORDER BY seq"
+        )
+        rows = _everywhere(cluster, sql)
+        assert rows[0] == rows[1] == rows[2]
+        history = [(int(seq), str(role), str(content)) for seq, role, content in rows[0]]
+        assert [seq for seq, _, _ in history] == list(range(1, len(history) + 1))
+        pairs = list(zip(history[::2], history[1::2], strict=True))
+        for (_, role_q, question), (_, role_a, reply) in pairs:
+            assert (role_q, role_a, reply) == ("user", "assistant", f"echo: {question}")
+        questions = [question for (_, _, question), _ in pairs]
+        assert len(questions) == len(set(questions))  # each turn stored once
+        answered_here = [q for s, q in load.answered if s == session_id]
+        assert set(answered_here) <= set(questions)
+
+
+class _Load:
+    """Turns and session writes sent until `done`; what was answered, and what was not."""
+
+    def __init__(self, replicas: list[AsyncClient], headers: Headers) -> None:
+        self.replicas = replicas
+        self.headers = headers
+        self.done = asyncio.Event()
+        self.answered: list[tuple[str, str]] = []  # (session, question) answered 201
+        self.refused: list[str] = []
+
+    async def turns(self, session_id: str, client: AsyncClient, name: str) -> None:
+        number = 0
+        while not self.done.is_set():
+            number += 1
+            question = f"q{name}.{number}"
+            response = await turn(
+                client, self.headers, session_id, question, client_message_id=question
+            )
+            if response.status_code == 201:
+                self.answered.append((session_id, question))
+            else:
+                self.refused.append(f"turn {question}: {response.status_code} {response.text}")
+
+    async def writes(self, client: AsyncClient) -> None:
+        """Create, rename, read and delete sessions."""
+        number = 0
+        while not self.done.is_set():
+            number += 1
+            created = await client.post("/api/sessions", json={}, headers=self.headers)
+            self._expect(created, 201)
+            if created.status_code != 201:
+                continue
+            path = f"/api/sessions/{created.json()['session_id']}"
+            renamed = await client.patch(path, json={"title": f"t{number}"}, headers=self.headers)
+            self._expect(renamed, 200)
+            self._expect(await client.get(path, headers=self.headers), 200)
+            self._expect(await client.get("/api/sessions", headers=self.headers), 200)
+            self._expect(await client.delete(path, headers=self.headers), 204)
+
+    def _expect(self, response: Any, status: int) -> None:
+        if response.status_code != status:
+            request = response.request
+            self.refused.append(
+                f"{request.method} {request.url.path}: {response.status_code} {response.text}"
+            )

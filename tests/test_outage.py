@@ -5,7 +5,7 @@ restart."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -18,16 +18,6 @@ from tests.conftest import serve_app
 from tests.fakes.openai import FakeLLM
 from tests.fakes.tcp_proxy import TcpProxy
 from tests.helpers import Headers, stored
-
-
-@pytest.fixture
-def proxy(migrated_url: str) -> Iterator[TcpProxy]:
-    server = make_url(migrated_url)
-    tcp = TcpProxy(server.host or "127.0.0.1", server.port or 3306).start()
-    try:
-        yield tcp
-    finally:
-        tcp.stop()
 
 
 @pytest.fixture

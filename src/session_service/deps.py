@@ -19,6 +19,7 @@ from session_service.config import Settings
 from session_service.db.models import SESSION_ID_PATTERN, ChatSession
 from session_service.db.types import MAX_POSITION
 from session_service.errors import Forbidden, Unauthorized
+from session_service.middleware import request_key
 
 
 class State(TypedDict):
@@ -64,6 +65,11 @@ async def get_workers(request: Request) -> Workers:
     return workers
 
 
+async def get_request_key(request: Request) -> str:
+    """The id of what the request creates, the same if it runs again (`request_key`)."""
+    return request_key(request.scope)
+
+
 async def get_turns(request: Request) -> ChatTurns:
     turns: ChatTurns = request.state.turns
     return turns
@@ -79,6 +85,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 DbSession = Annotated[AsyncSession, Depends(get_db, scope="function")]
 WorkersDep = Annotated[Workers, Depends(get_workers)]
 TurnsDep = Annotated[ChatTurns, Depends(get_turns)]
+RequestKey = Annotated[str, Depends(get_request_key)]
 MirrorDep = Annotated[Mirror | None, Depends(get_mirror)]
 
 

@@ -9,22 +9,15 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from http import HTTPStatus
 from pathlib import Path
 
 from asgi_correlation_id import CorrelationIdMiddleware
-from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
-from fastapi.exception_handlers import http_exception_handler
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
-from fastapi.utils import is_body_allowed_for_status_code
 from prometheus_fastapi_instrumentator import Instrumentator
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from session_service import __version__
 from session_service.agents.pool import AgentPool
@@ -38,15 +31,14 @@ from session_service.chat.mirror import Mirror
 from session_service.chat.stopping import STOP_POLL_SECONDS
 from session_service.chat.turn import ChatTurns
 from session_service.config import Settings, load_settings
-from session_service.db.contention import UNAVAILABLE, Busy, is_contention, is_refused_value
 from session_service.db.engine import create_engine, create_session_factory
 from session_service.db.turn_lock import TurnLocks
 from session_service.deps import State
-from session_service.errors import DatabaseUnavailable, InvalidInput, ServiceError
+from session_service.error_handlers import add_error_handlers
 from session_service.llm.factory import build_chat_model, close_chat_model
 from session_service.logs import configure_logging
 from session_service.metrics import HTTP_REQUESTS
-from session_service.middleware import BodyLimit, PageHeaders
+from session_service.middleware import BodyLimit, DatabaseRetry, PageHeaders
 from session_service.ragflow.client import RagflowClient, new_http_client
 
 log = logging.getLogger(__name__)
@@ -68,10 +60,6 @@ MAX_BODY_BYTES = 1024 * 1024
 # short-lived objects; collecting them less often makes fewer and cheaper full collections.
 GC_YOUNG_THRESHOLD = 10_000
 SHUTDOWN_GRACE_SECONDS = 10.0  # how long replies being generated may run on at shutdown
-
-# Errors that mean "the database did not answer" (or held the rows, or refused a value), as
-# opposed to a bug in a query.
-DATABASE_ERRORS = (*UNAVAILABLE, sa_exc.DataError)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -156,6 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
     )
+    app.add_middleware(DatabaseRetry)  # innermost: sees the answers of exception handlers
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(PageHeaders)
     if resolved.cors_allow_origins:  # a preflight answered here gets its X-Request-ID
@@ -168,11 +157,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_age=600,
         )
     app.add_middleware(CorrelationIdMiddleware)  # X-Request-ID: taken, or made, and sent back
-    app.add_exception_handler(ServiceError, _service_error)
-    app.add_exception_handler(RequestValidationError, _invalid_input)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    for error in DATABASE_ERRORS:
-        app.add_exception_handler(error, _database_error)
+    add_error_handlers(app)
     if HTTP_REQUESTS is not None:
         Instrumentator(excluded_handlers=["/metrics"]).add(HTTP_REQUESTS).instrument(app)
     app.include_router(health.router)
@@ -241,48 +226,6 @@ def _run_in_background(stack: contextlib.AsyncExitStack, work: Repeating) -> Non
     """Start `work` now; stop it (after its round in progress) when the lifespan ends."""
     work.start()
     stack.push_async_callback(work.stop)
-
-
-async def _service_error(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ServiceError)
-    return JSONResponse(
-        {"detail": exc.detail, "code": exc.code}, status_code=exc.status_code, headers=exc.headers
-    )
-
-
-async def _invalid_input(_request: Request, exc: Exception) -> JSONResponse:
-    """FastAPI's 422 (its list of errors as `detail`), with the code of our own 422s."""
-    assert isinstance(exc, RequestValidationError)
-    body = {"detail": jsonable_encoder(exc.errors()), "code": InvalidInput.code}
-    return JSONResponse(body, status_code=422)
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, StarletteHTTPException)
-    if exc.status_code == 400 and request.method in ("POST", "PATCH", "PUT"):
-        # FastAPI's answer to a body it cannot even decode (invalid UTF-8): invalid input.
-        error = {"type": "json_invalid", "loc": ("body",), "msg": "not valid JSON in UTF-8"}
-        return await _invalid_input(request, RequestValidationError([error]))
-    if not is_body_allowed_for_status_code(exc.status_code):
-        return await http_exception_handler(request, exc)  # a status without a body
-    code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")  # "not_found", ...
-    body = {"detail": exc.detail, "code": code}
-    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
-
-
-async def _database_error(request: Request, exc: Exception) -> JSONResponse:
-    if is_contention(exc):  # the database is up: another transaction held the rows
-        log.info("contention on %s %s: %s", request.method, request.url.path, exc)
-        return await _service_error(request, Busy())
-    if is_refused_value(exc):  # the database is up: it will not store this value
-        log.info("value refused on %s %s: %s", request.method, request.url.path, exc)
-        return await _service_error(
-            request, InvalidInput("a value in the request cannot be stored by the database")
-        )
-    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
-    return await _service_error(
-        request, DatabaseUnavailable("database unavailable, try again later")
-    )
 
 
 app = create_app()

@@ -3,6 +3,8 @@
 `cut("refuse")`: existing connections are reset and new ones refused (a database that went
 down). `cut("silent")`: existing connections are reset and new ones accepted but never
 answered (a server that hangs). `restore()` listens again on the same port.
+`lose_next_commit(delivered)`: the next COMMIT a client sends ends its connection, after the
+server has it (and has answered) or before: either way the client never hears the answer.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+
+COMMIT = b"\x03COMMIT"  # MySQL's COM_QUERY with the statement
 
 
 class TcpProxy:
@@ -21,6 +25,8 @@ class TcpProxy:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._lose_commit: bool | None = None  # armed: whether the COMMIT reaches the server
+        self.commits_lost = 0
 
     def start(self) -> TcpProxy:
         self._thread.start()
@@ -41,6 +47,9 @@ class TcpProxy:
         self._mode = "up"
         if self._server is None:
             self._call(self._listen())
+
+    def lose_next_commit(self, *, delivered: bool) -> None:
+        self._lose_commit = delivered
 
     def _call(self, coroutine: object) -> None:
         asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(10)  # type: ignore[arg-type]
@@ -70,13 +79,27 @@ class TcpProxy:
             return
         self._writers.add(upstream)
         await asyncio.gather(
-            self._pipe(client_reader, upstream), self._pipe(upstream_reader, client)
+            self._pipe(client_reader, upstream, client), self._pipe(upstream_reader, client)
         )
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        client: asyncio.StreamWriter | None = None,  # the client sends what `reader` reads
+    ) -> None:
         with contextlib.suppress(ConnectionError, OSError):
             while data := await reader.read(65536):
                 if self._mode != "up":
+                    break
+                if client is not None and self._lose_commit is not None and COMMIT in data:
+                    delivered, self._lose_commit = self._lose_commit, None
+                    client.transport.abort()  # it never hears the answer
+                    self.commits_lost += 1
+                    if delivered:  # the server has it: it commits
+                        writer.write(data)
+                        await writer.drain()
+                        await asyncio.sleep(0.2)
                     break
                 writer.write(data)
                 await writer.drain()

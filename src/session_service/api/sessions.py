@@ -31,6 +31,7 @@ from session_service.deps import (
     DbSession,
     MirrorDep,
     OwnedSession,
+    RequestKey,
     TurnsDep,
     WorkersDep,
 )
@@ -61,6 +62,7 @@ async def create(
     turns: TurnsDep,
     mirror: MirrorDep,
     response: Response,
+    key: RequestKey,
     body: SessionCreate | None = None,
 ) -> SessionPublic:
     """Create a session (idempotent for a caller-chosen `session_id`) and its agent. Every
@@ -72,6 +74,7 @@ async def create(
         user,
         mirror,
         session_id=body.session_id,
+        new_id=key,
         title=body.title if "title" in given else None,
         context=body.context if "context" in given else None,
     )
@@ -195,12 +198,17 @@ async def delete(
     responses={**SESSION_NOT_FOUND, **error(422, "message_id is not a message of this session")},
 )
 async def fork_session(
-    session: OwnedSession, body: ForkRequest, user: CurrentUser, db: DbSession, mirror: MirrorDep
+    session: OwnedSession,
+    body: ForkRequest,
+    user: CurrentUser,
+    db: DbSession,
+    mirror: MirrorDep,
+    key: RequestKey,
 ) -> SessionPublic:
     """A new session of yours holding copies of the branch from its first message down to
     `message_id` (new ids), the context copied, with its own RAGFlow mirror; the source is
     unchanged. Its title is `title`, or the source's."""
-    row = await forks.fork(db, user, mirror, session, body.message_id, body.title)
+    row = await forks.fork(db, user, mirror, session, body.message_id, body.title, key)
     return SessionPublic.of(row, agent_active=False)
 
 

@@ -5,8 +5,8 @@ source is not changed."""
 from __future__ import annotations
 
 import logging
-import uuid
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from session_service.auth import User
@@ -29,9 +29,16 @@ async def fork(
     source: ChatSession,
     message_id: int,
     title: str | None,
+    new_id: str,
 ) -> ChatSession:
-    """The new session, committed: the branch root → `message_id` copied in order (new ids;
-    the same roles, contents, metadata and timestamps), its last copy the active leaf."""
+    """The new session `new_id`, committed: the branch root → `message_id` copied in order
+    (new ids; the same roles, contents, metadata and timestamps), its last copy the active
+    leaf. Stored already (by an earlier run of the request: `middleware.request_key`), it is
+    returned as it is."""
+    sessions = SessionRepository.from_session(db)
+    done = await sessions.get(new_id)
+    if done is not None and done.user_id == user.id:
+        return done
     tree = TreeRepository.from_session(db)
     branch = list(await tree.whole_branch(source.session_id, message_id))
     if not branch:
@@ -41,14 +48,17 @@ async def fork(
     title = source.title if title is None else title
     mirror_id = await mirror.create(title, user.id) if mirror is not None else None
     try:
-        row = await _copy(db, user, source, branch, title, mirror, mirror_id)
-    except BaseException:
+        row = await _copy(db, user, source, branch, title, mirror, mirror_id, new_id)
+    except BaseException as exc:
         await db.rollback()
         if mirror is not None and mirror_id is not None:  # made for nothing: delete it
             await mirror.forget(db, mirror_id, mirror.chat_id)
             await db.commit()
             mirror.wake()
-        raise
+        done = await sessions.get(new_id) if isinstance(exc, IntegrityError) else None
+        if done is None or done.user_id != user.id:
+            raise
+        return done  # made by the earlier run, committed while this one began
     log.info("session forked session_id=%s from=%s", row.session_id, source.session_id)
     return row
 
@@ -61,11 +71,12 @@ async def _copy(
     title: str,
     mirror: Mirror | None,
     mirror_id: str | None,
+    new_id: str,
 ) -> ChatSession:
     sessions = SessionRepository.from_session(db)
     row = await sessions.insert(
         ChatSession(
-            session_id=uuid.uuid4().hex,
+            session_id=new_id,
             user_id=user.id,
             title=title,
             context=dict(source.context),

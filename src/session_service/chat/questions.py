@@ -13,6 +13,7 @@ from session_service.chat.generation import TurnResult
 from session_service.chat.public import MessagePublic, described
 from session_service.db.models import ChatMessage, ChatSession, MessageStatus
 from session_service.db.repositories import MessageRepository, SessionRepository
+from session_service.db.search import SearchRepository
 from session_service.db.tree import TreeRepository
 from session_service.db.types import utcnow
 from session_service.errors import Conflict, InvalidInput, NotFound
@@ -138,6 +139,33 @@ async def _placeholder(
         row.session_id, seq - row.message_count, now, generating=placeholder.id
     )
     return Opened(question, placeholder, shown, [*others, placeholder.id])
+
+
+async def reopened(db: AsyncSession, row: ChatSession) -> Opened:
+    """The question and placeholder a turn stored (`row` as they left it: its generating
+    placeholder), read back: the turn's commit happened, and its answer was lost."""
+    assert row.generating_message_id is not None
+    messages = MessageRepository.from_session(db)
+    placeholder = await messages.get(row.generating_message_id)
+    assert placeholder is not None
+    assert placeholder.parent_id is not None
+    question = await messages.get(placeholder.parent_id)
+    assert question is not None
+    assert question.id is not None
+    (shown,) = await described(db, [question])
+    tree = TreeRepository.from_session(db)
+    siblings = (await tree.children(row.session_id, [question.id]))[question.id]
+    return Opened(question, placeholder, shown, siblings)
+
+
+async def index_turn(db: AsyncSession, row: ChatSession, opened: Opened, reply: str) -> None:
+    """The turn's question (again, for a regeneration or a retry: ignored) and its reply
+    (unless it has no text), in the search index: one statement for the turn."""
+    question = opened.question
+    assert question.id is not None
+    assert opened.placeholder.id is not None
+    texts = [(question.id, question.content), (opened.placeholder.id, reply)]
+    await SearchRepository.from_session(db).index(row.user_id, texts)
 
 
 async def regenerated(db: AsyncSession, session_id: str, step: Regenerate) -> ChatMessage:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -41,27 +40,28 @@ async def create_session(
     mirror: Mirror | None,
     *,
     session_id: str | None,
+    new_id: str,
     title: str | None,
     context: dict[str, Any] | None,
 ) -> tuple[ChatSession, bool]:
     """Create the session (and its RAGFlow mirror) and commit it, or return the caller's
     existing one when this repeats its creation.
 
-    `title` and `context` are None when not given. Returns the row and whether it was created.
-    Someone else's id, or one of the caller's own with another title or context, is a
-    conflict. When RAGFlow cannot make the mirror now, the session is created without one and
-    the first turn makes it.
+    `title` and `context` are None when not given; `session_id` None is `new_id`, the
+    request's own (`middleware.request_key`: stored by an earlier run of it, it is returned as
+    created). Returns the row and whether it was created. Someone else's id, or one of the
+    caller's own with another title or context, is a conflict. When RAGFlow cannot make the
+    mirror now, the session is created without one and the first turn makes it.
     """
     sessions = SessionRepository.from_session(db)
-    if session_id is not None:
-        existing = await sessions.get(session_id)
-        if existing is not None:
-            return _repeated(existing, user, title, context), False
+    existing = await sessions.get(session_id or new_id)
+    if existing is not None:
+        return _repeated(existing, user, title, context), session_id is None
     titled = title is not None  # else its first turn titles it (chat.titles)
     title = DEFAULT_TITLE if title is None else title
     mirror_id = await mirror.create(title, user.id) if mirror is not None else None
     row = ChatSession(
-        session_id=session_id or uuid.uuid4().hex,
+        session_id=session_id or new_id,
         user_id=user.id,
         title=title,
         titled=titled,
@@ -72,7 +72,8 @@ async def create_session(
     try:
         await sessions.insert(row)
     except IntegrityError:
-        # A concurrent create with the same id won the race: answer as if we came second.
+        # A concurrent create with the same id won the race: answer as if we came second (or
+        # an earlier run of this request, its commit in doubt, made it: as if we came first).
         await db.rollback()
         if mirror is not None and mirror_id is not None:
             await mirror.forget(db, mirror_id, mirror.chat_id)
@@ -81,7 +82,7 @@ async def create_session(
         existing = await sessions.get(row.session_id)
         if existing is None:
             raise
-        return _repeated(existing, user, title, context), False
+        return _repeated(existing, user, title, context), session_id is None
     await AuditRepository.from_session(db).record(
         user.id,
         "session.created",

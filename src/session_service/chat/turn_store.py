@@ -9,24 +9,24 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from session_service.auth import User
-from session_service.chat import questions, recovery
+from session_service.chat import failures, questions, recovery
 from session_service.chat.generation import TurnResult
 from session_service.chat.questions import Ask, Opened, Regenerate
 from session_service.chat.sessions import owned_session
 from session_service.db.contention import (
+    UNAVAILABLE,
     Busy,
+    commit_in_doubt,
     is_contention,
     retry_on_contention,
     retry_while_unavailable,
 )
 from session_service.db.models import ChatMessage, ChatSession, MessageStatus
 from session_service.db.repositories import MessageRepository, SessionRepository
-from session_service.db.search import SearchRepository
-from session_service.db.tree import TreeRepository
 from session_service.db.turn_lock import Lease
 from session_service.db.types import utcnow
 from session_service.errors import (
@@ -35,7 +35,6 @@ from session_service.errors import (
     ServiceError,
     SessionBusy,
     SessionNotFound,
-    UpstreamFailed,
 )
 
 log = logging.getLogger(__name__)
@@ -95,8 +94,15 @@ class TurnStore:
             except BaseException as exc:
                 if _connection_lost(exc, committing):  # nothing stored: again, elsewhere
                     log.warning("connection lost storing a question session_id=%s", session_id)
+                elif committing and commit_in_doubt(exc):  # did it happen? Read it back
+                    lease.may_have_claimed()
+                    back = await self._read_back(lease, user, session_id, stored)
+                    if back is not None:
+                        lease.claimed()
+                        return back
+                    committing = False  # it did not: again
                 elif not (isinstance(exc, DBAPIError) and is_contention(exc)):
-                    if committing:  # did the commit happen after all? Unknown
+                    if committing:  # cancelled, or a bug: whether it committed is unknown
                         lease.may_have_claimed()
                     raise
                 else:  # rolled back whole: another writer has the row; poll, as for a lease
@@ -113,6 +119,31 @@ class TurnStore:
                 raise Busy() if contended else SessionBusy()
             await asyncio.sleep(pause)
             pause = min(pause * 2, MAX_POLL_SECONDS)
+
+    async def _read_back(
+        self, lease: Lease, user: User, session_id: str, stored: tuple[ChatSession, Stored]
+    ) -> tuple[ChatSession, Stored] | None:
+        """After the first write's commit failed in doubt: what it stored, if it happened (the
+        lease is this turn's), read through a new connection; None if it did not."""
+
+        async def read() -> tuple[ChatSession, Stored] | None:
+            async with self.reserve() as db, db.begin():
+                # locking: a COMMIT the server still holds is waited for, not missed
+                row = await SessionRepository.from_session(db).lock(session_id)
+                if row is None or row.user_id != user.id:
+                    raise SessionNotFound()
+                if row.turn_lock_owner != lease.token:
+                    return None
+                if isinstance(stored[1], TurnResult):  # the claim was all it wrote
+                    return row, stored[1]
+                return row, await questions.reopened(db, row)
+
+        try:
+            return await retry_while_unavailable(
+                read, "reading back a question", seconds=STORE_RETRY_SECONDS
+            )
+        except UNAVAILABLE as exc:  # not to be run again: the question may be stored
+            raise DatabaseUnavailable("database unavailable while storing the question") from exc
 
     async def _first(
         self, db: AsyncSession, user: User, session_id: str, step: Step
@@ -195,7 +226,7 @@ class TurnStore:
                     stopped = None
             if stopped is None and not await messages.finish(message_id, content, meta, now):
                 raise SessionNotFound()  # deleted while the reply was generated
-            await _index(db, row, opened, content if stopped is None else "")
+            await questions.index_turn(db, row, opened, content if stopped is None else "")
             await lease.release_in(db)
         lease.released()
         return stopped
@@ -211,7 +242,7 @@ class TurnStore:
         """The error a failed reply answers with, what was generated (its text, and the
         agent's steps done in `meta`) kept as far as the database lets it (if it does not,
         recovery marks the reply later)."""
-        error = exc if isinstance(exc, ServiceError) else _unexpected(exc)
+        error = failures.error_of(exc)
         generated = "".join(parts)
         steps = {key: meta[key] for key in KEPT_WHEN_FAILED if key in meta}
         log.warning(
@@ -223,43 +254,12 @@ class TurnStore:
         )
         try:
             await retry_on_contention(
-                lambda: self._keep_failed(row, opened, generated, steps, error),
+                lambda: failures.keep(self.reserve, row, opened, generated, steps, error),
                 "storing a failed reply",
             )
         except Exception as cleanup:  # the database is down too: recovery finishes it
             log.warning("failed reply not stored session_id=%s reason=%r", row.session_id, cleanup)
         return error
-
-    async def _keep_failed(
-        self,
-        row: ChatSession,
-        opened: Opened,
-        generated: str,
-        steps: dict[str, Any],
-        error: ServiceError,
-    ) -> None:
-        """Keep what was generated (text, steps), marked interrupted; with nothing generated,
-        no reply. On the reserve pool: a busy process still stores what it generated."""
-        session_id, placeholder = row.session_id, opened.placeholder
-        message_id = placeholder.id
-        assert message_id is not None
-        async with self.reserve() as db, db.begin():
-            sessions = SessionRepository.from_session(db)
-            if not await sessions.clear_generating(session_id, message_id):
-                return  # the session is gone, or another turn recovered the reply
-            messages = MessageRepository.from_session(db)
-            if generated or steps:
-                meta = {**steps, "status": MessageStatus.INTERRUPTED, "error": error.detail}
-                await messages.finish(message_id, generated, meta, utcnow())
-            else:  # the active leaf goes back to the newest under the question
-                await messages.remove(message_id)
-                await sessions.record_messages(session_id, -1, utcnow())
-                assert placeholder.parent_id is not None
-                leaf = await TreeRepository.from_session(db).newest_below(
-                    session_id, placeholder.parent_id
-                )
-                await sessions.set_active(session_id, leaf)
-            await _index(db, row, opened, generated)
 
     async def why_changed(self, session_id: str) -> ServiceError:
         """Why a write of this turn hit a constraint: the session was deleted, or written to."""
@@ -270,26 +270,8 @@ class TurnStore:
         return Conflict("the session changed during this turn; nothing more was stored")
 
 
-async def _index(db: AsyncSession, row: ChatSession, opened: Opened, reply: str) -> None:
-    """The turn's question (again, for a regeneration or a retry: ignored) and its reply
-    (unless it has no text), in the search index: one statement for the turn."""
-    question = opened.question
-    assert question.id is not None
-    assert opened.placeholder.id is not None
-    texts = [(question.id, question.content), (opened.placeholder.id, reply)]
-    await SearchRepository.from_session(db).index(row.user_id, texts)
-
-
 def _connection_lost(exc: BaseException, committing: bool) -> bool:
     """The connection died before the commit was sent (its node left the cluster, or the
     server went away): the transaction did not happen, and a new connection (the next of
     DATABASE_HOSTS) may run it. A connection that could not be made at all is not this."""
     return isinstance(exc, DBAPIError) and exc.connection_invalidated and not committing
-
-
-def _unexpected(exc: Exception) -> ServiceError:
-    if is_contention(exc):
-        return Busy()
-    if isinstance(exc, SQLAlchemyError):
-        return DatabaseUnavailable("database unavailable while storing the reply")
-    return UpstreamFailed(f"the reply failed: {type(exc).__name__}")

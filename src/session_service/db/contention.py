@@ -46,6 +46,21 @@ def is_contention(exc: BaseException) -> bool:
     return _error_code(exc) in (DEADLOCK, LOCK_WAIT_TIMEOUT)
 
 
+def is_deadlock(exc: BaseException) -> bool:
+    """A deadlock, or a Galera certification conflict: lost at once, not after a long wait."""
+    return _error_code(exc) == DEADLOCK
+
+
+# The note db.engine adds to an error raised by a COMMIT (not by a statement, nor by
+# connecting): the connection may have died after the server committed.
+IN_DOUBT = "the commit's outcome is unknown"
+
+
+def commit_in_doubt(exc: BaseException) -> bool:
+    """The transaction may have been committed: its COMMIT failed, not for contention."""
+    return IN_DOUBT in getattr(exc, "__notes__", ()) and not is_contention(exc)
+
+
 def is_refused_value(exc: BaseException) -> bool:
     return _error_code(exc) in REFUSED_VALUE
 

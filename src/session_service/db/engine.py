@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from session_service.config import Settings
+from session_service.db.contention import IN_DOUBT
 from session_service.db.hosts import NOT_READY, Hosts
 
 
@@ -60,12 +61,16 @@ def create_engine(settings: Settings, *, reserve: bool = False) -> AsyncEngine:
     )
 
     @event.listens_for(engine.sync_engine, "handle_error")
-    def _node_left(context: Any) -> None:
+    def _failed(context: Any) -> None:
         # a Galera node that left the cluster answers 1047: drop the connection, go elsewhere
         args = getattr(context.original_exception, "args", ())
         if args and args[0] == NOT_READY:
             context.is_disconnect = True
             hosts.leave()
+        # no statement, on a connection made: the COMMIT (or a ROLLBACK, taken as one)
+        at_commit = context.statement is None and context.connection is not None
+        if at_commit and not context.is_pre_ping and context.sqlalchemy_exception is not None:
+            context.sqlalchemy_exception.add_note(IN_DOUBT)
 
     return engine
 

@@ -173,6 +173,11 @@ class Lease:
         self._renewer: asyncio.Task[None] | None = None
         self._ended = False
 
+    @property
+    def token(self) -> str:
+        """What the session's row holds while the lease is this turn's."""
+        return self._token
+
     async def try_claim(self, db: AsyncSession) -> bool:
         """Claim the lease in `db`'s transaction: False while another turn holds it."""
         return await self._locks.try_claim(db, self._session_id, self._user_id, self._token)

@@ -1,0 +1,120 @@
+"""A COMMIT whose answer never comes back (the connection dies with it: a database node
+leaving, a network cut): the server may have committed or not, and the service must answer what
+is stored. A TCP proxy ends the connection at the next COMMIT, after the server has it
+(`delivered`) or before."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+import pytest
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from session_service.config import Settings
+from tests.conftest import serve_app
+from tests.fakes.openai import FakeLLM
+from tests.fakes.tcp_proxy import TcpProxy
+from tests.helpers import Headers, answered, new_session, stored
+
+pytestmark = pytest.mark.parametrize("delivered", [True, False], ids=["committed", "undone"])
+
+
+@pytest.fixture
+async def client(
+    llm_settings: Callable[..., Settings], proxy: TcpProxy, migrated_url: str
+) -> AsyncIterator[httpx.AsyncClient]:
+    through_proxy = make_url(migrated_url).set(host="127.0.0.1", port=proxy.port)
+    settings = llm_settings(database_url=through_proxy.render_as_string(hide_password=False))
+    async with serve_app(settings) as app_client:
+        yield app_client
+
+
+async def test_a_create_answers_201_once_whatever_became_of_its_commit(
+    client: httpx.AsyncClient,
+    proxy: TcpProxy,
+    alice: Headers,
+    db: async_sessionmaker[AsyncSession],
+    delivered: bool,
+) -> None:
+    await new_session(client, alice, title="warm")  # a pooled connection, already set up
+    proxy.lose_next_commit(delivered=delivered)
+    created = await client.post("/api/sessions", json={"title": "lost?"}, headers=alice)
+    assert proxy.commits_lost == 1
+    assert created.status_code == 201, created.text
+    listed = await client.get("/api/sessions", headers=alice)
+    assert sorted(s["title"] for s in listed.json()["items"]) == ["lost?", "warm"]
+    assert created.json()["session_id"] in {s["session_id"] for s in listed.json()["items"]}
+
+
+async def test_a_rename_answers_what_is_stored(
+    client: httpx.AsyncClient, proxy: TcpProxy, alice: Headers, delivered: bool
+) -> None:
+    session_id = await new_session(client, alice, title="before")
+    proxy.lose_next_commit(delivered=delivered)
+    path = f"/api/sessions/{session_id}"
+    renamed = await client.patch(path, json={"title": "after"}, headers=alice)
+    assert proxy.commits_lost == 1
+    assert renamed.status_code == 200, renamed.text
+    assert renamed.json()["title"] == "after"
+    assert (await client.get(path, headers=alice)).json()["title"] == "after"
+
+
+async def test_a_delete_answers_204_and_the_session_is_gone(
+    client: httpx.AsyncClient,
+    proxy: TcpProxy,
+    alice: Headers,
+    db: async_sessionmaker[AsyncSession],
+    delivered: bool,
+) -> None:
+    session_id = await new_session(client, alice)
+    proxy.lose_next_commit(delivered=delivered)
+    deleted = await client.delete(f"/api/sessions/{session_id}", headers=alice)
+    assert proxy.commits_lost == 1
+    assert deleted.status_code == 204, deleted.text
+    assert deleted.content == b""
+    again = await client.get(f"/api/sessions/{session_id}", headers=alice)
+    assert again.status_code == 404
+
+
+async def test_a_fork_answers_201_with_one_new_session(
+    client: httpx.AsyncClient, proxy: TcpProxy, alice: Headers, delivered: bool
+) -> None:
+    session_id = await new_session(client, alice, title="source")
+    reply = await answered(client, alice, session_id, "hello")
+    proxy.lose_next_commit(delivered=delivered)
+    forked = await client.post(
+        f"/api/sessions/{session_id}/fork",
+        json={"message_id": reply["assistant_message"]["id"], "title": "fork"},
+        headers=alice,
+    )
+    assert proxy.commits_lost == 1
+    assert forked.status_code == 201, forked.text
+    listed = (await client.get("/api/sessions", headers=alice)).json()["items"]
+    assert sorted(s["title"] for s in listed) == ["fork", "source"]
+
+
+async def test_a_turn_whose_question_commit_was_lost_is_answered_and_stored_once(
+    client: httpx.AsyncClient,
+    proxy: TcpProxy,
+    fake_llm: FakeLLM,
+    alice: Headers,
+    db: async_sessionmaker[AsyncSession],
+    delivered: bool,
+) -> None:
+    session_id = await new_session(client, alice)
+    await answered(client, alice, session_id, "first")
+    proxy.lose_next_commit(delivered=delivered)
+    second = await answered(client, alice, session_id, "second")
+    assert proxy.commits_lost == 1
+    assert second["assistant_message"]["content"] == "echo: second"
+    assert [row[1:] for row in await stored(db, session_id)] == [
+        ("user", "first"),
+        ("assistant", "echo: first"),
+        ("user", "second"),
+        ("assistant", "echo: second"),
+    ]
+    assert len(fake_llm.calls) == 2  # the question was answered once
+    after = await answered(client, alice, session_id, "third")  # the lease was let go
+    assert after["user_message"]["parent_id"] == second["assistant_message"]["id"]

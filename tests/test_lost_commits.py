@@ -118,3 +118,26 @@ async def test_a_turn_whose_question_commit_was_lost_is_answered_and_stored_once
     assert len(fake_llm.calls) == 2  # the question was answered once
     after = await answered(client, alice, session_id, "third")  # the lease was let go
     assert after["user_message"]["parent_id"] == second["assistant_message"]["id"]
+
+
+async def test_a_reply_whose_commit_was_lost_is_stored_once(
+    client: httpx.AsyncClient,
+    proxy: TcpProxy,
+    alice: Headers,
+    db: async_sessionmaker[AsyncSession],
+    delivered: bool,
+) -> None:
+    """The turn's second COMMIT (its reply's) is lost: stored again, once, and the lease let go."""
+    session_id = await new_session(client, alice)
+    proxy.lose_next_commit(delivered=delivered, skip=1)
+    reply = await answered(client, alice, session_id, "first")
+    assert proxy.commits_lost == 1
+    assert reply["assistant_message"]["content"] == "echo: first"
+    after = await answered(client, alice, session_id, "second", if_busy="reject")
+    assert after["user_message"]["parent_id"] == reply["assistant_message"]["id"]
+    assert [row[1:] for row in await stored(db, session_id)] == [
+        ("user", "first"),
+        ("assistant", "echo: first"),
+        ("user", "second"),
+        ("assistant", "echo: second"),
+    ]

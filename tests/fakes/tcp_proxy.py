@@ -3,8 +3,8 @@
 `cut("refuse")`: existing connections are reset and new ones refused (a database that went
 down). `cut("silent")`: existing connections are reset and new ones accepted but never
 answered (a server that hangs). `restore()` listens again on the same port.
-`lose_next_commit(delivered)`: the next COMMIT a client sends ends its connection, after the
-server has it (and has answered) or before: either way the client never hears the answer.
+`lose_next_commit(delivered, skip=0)`: the next COMMIT a client sends (past `skip` others) ends
+its connection, after the server has it or before: either way the client never hears the answer.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._lose_commit: bool | None = None  # armed: whether the COMMIT reaches the server
+        self._skip = 0
         self.commits_lost = 0
 
     def start(self) -> TcpProxy:
@@ -48,8 +49,8 @@ class TcpProxy:
         if self._server is None:
             self._call(self._listen())
 
-    def lose_next_commit(self, *, delivered: bool) -> None:
-        self._lose_commit = delivered
+    def lose_next_commit(self, *, delivered: bool, skip: int = 0) -> None:
+        self._lose_commit, self._skip = delivered, skip
 
     def _call(self, coroutine: object) -> None:
         asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(10)  # type: ignore[arg-type]
@@ -93,6 +94,11 @@ class TcpProxy:
                 if self._mode != "up":
                     break
                 if client is not None and self._lose_commit is not None and COMMIT in data:
+                    if self._skip:
+                        self._skip -= 1
+                        writer.write(data)
+                        await writer.drain()
+                        continue
                     delivered, self._lose_commit = self._lose_commit, None
                     client.transport.abort()  # it never hears the answer
                     self.commits_lost += 1

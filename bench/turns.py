@@ -273,7 +273,13 @@ async def turn_core_cpu(database_url: str, turns: int = 600) -> float:
             if index % TURNS_PER_SESSION == 0:
                 async with session_factory() as db:
                     row, _ = await create_session(
-                        db, user, None, session_id=None, title="bench", context={}
+                        db,
+                        user,
+                        None,
+                        session_id=None,
+                        new_id=uuid.uuid4().hex,
+                        title="bench",
+                        context={},
                     )
                 session_id = row.session_id
                 chat.agents.add(row)  # as the API does when it creates one

@@ -5,6 +5,7 @@ is stored. A TCP proxy ends the connection at the next COMMIT, after the server 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import httpx
@@ -13,10 +14,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from session_service.config import Settings
+from session_service.db.repositories import SessionRepository
 from tests.conftest import serve_app
 from tests.fakes.openai import FakeLLM
 from tests.fakes.tcp_proxy import TcpProxy
-from tests.helpers import Headers, answered, new_session, stored
+from tests.helpers import Headers, answered, new_session, stored, turn
 
 pytestmark = pytest.mark.parametrize("delivered", [True, False], ids=["committed", "undone"])
 
@@ -141,3 +143,39 @@ async def test_a_reply_whose_commit_was_lost_is_stored_once(
         ("user", "second"),
         ("assistant", "echo: second"),
     ]
+
+
+async def test_a_stop_whose_commit_was_lost_stops_the_reply(
+    client: httpx.AsyncClient,
+    proxy: TcpProxy,
+    fake_llm: FakeLLM,
+    alice: Headers,
+    db: async_sessionmaker[AsyncSession],
+    delivered: bool,
+) -> None:
+    """A stop does the same when run again: its request, its commit in doubt, runs again."""
+    session_id = await new_session(client, alice)
+    fake_llm.delay = 30
+    running = asyncio.create_task(turn(client, alice, session_id, "long"))
+    reply_id = await _generating(db, session_id)
+    proxy.lose_next_commit(delivered=delivered)
+    stopped = await client.post(
+        f"/api/sessions/{session_id}/messages/{reply_id}/stop", headers=alice
+    )
+    assert proxy.commits_lost == 1
+    assert stopped.status_code == 200, stopped.text
+    assert stopped.json()["metadata"]["status"] == "stopped"
+    answer = await running
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["assistant_message"] == stopped.json()
+
+
+async def _generating(db: async_sessionmaker[AsyncSession], session_id: str) -> int:
+    """The reply being generated in the session, once its turn has stored its question."""
+    for _ in range(200):
+        async with db() as session:
+            row = await SessionRepository.from_session(session).get(session_id)
+        if row is not None and row.generating_message_id is not None:
+            return row.generating_message_id
+        await asyncio.sleep(0.02)
+    raise AssertionError("no reply is being generated")

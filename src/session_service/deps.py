@@ -19,7 +19,7 @@ from session_service.config import Settings
 from session_service.db.models import SESSION_ID_PATTERN, ChatSession
 from session_service.db.types import MAX_POSITION
 from session_service.errors import Forbidden, Unauthorized
-from session_service.middleware import request_key
+from session_service.middleware import repeatable, request_key
 
 
 class State(TypedDict):
@@ -68,6 +68,11 @@ async def get_workers(request: Request) -> Workers:
 async def get_request_key(request: Request) -> str:
     """The id of what the request creates, the same if it runs again (`request_key`)."""
     return request_key(request.scope)
+
+
+async def mark_repeatable(request: Request) -> None:
+    """The route's POST does the same when run again (`middleware.repeatable`)."""
+    repeatable(request.scope)
 
 
 async def get_turns(request: Request) -> ChatTurns:

@@ -99,7 +99,7 @@ class Attempt:
     """A request's runs under DatabaseRetry, as its handlers see them."""
 
     key: str = field(default_factory=lambda: uuid.uuid4().hex)  # one id for every run
-    keyed: bool = False  # what the request creates is named by `key`: running it again is safe
+    repeatable: bool = False  # a POST that does the same when run again (`repeatable`)
     again: bool = False  # this run lost its database (or a deadlock) and may run again
     doubt: bool = False  # a run's COMMIT failed: it may have happened
 
@@ -107,11 +107,19 @@ class Attempt:
 def run_again(scope: Scope, *, in_doubt: bool) -> None:
     """Ask for the request to run again (if it can): its transaction was undone, or (`in_doubt`)
     its commit's outcome is unknown, which only a request that does the same when repeated may
-    run again: an idempotent method's, or a POST naming what it creates by `request_key`."""
+    run again: an idempotent method's, or a POST marked `repeatable`."""
     attempt: Attempt | None = scope.get(ATTEMPT)
     if attempt is not None:
         attempt.doubt |= in_doubt
-        attempt.again = not in_doubt or scope["method"] in IDEMPOTENT or attempt.keyed
+        attempt.again = not in_doubt or scope["method"] in IDEMPOTENT or attempt.repeatable
+
+
+def repeatable(scope: Scope) -> None:
+    """This POST does the same when run again (a stop), or finds what an earlier run made
+    (named by `request_key`): it may run again after a commit in doubt."""
+    attempt: Attempt | None = scope.get(ATTEMPT)
+    if attempt is not None:
+        attempt.repeatable = True
 
 
 def request_key(scope: Scope) -> str:
@@ -120,7 +128,7 @@ def request_key(scope: Scope) -> str:
     attempt: Attempt | None = scope.get(ATTEMPT)
     if attempt is None:
         return uuid.uuid4().hex
-    attempt.keyed = True
+    repeatable(scope)
     return attempt.key
 
 

@@ -7,7 +7,7 @@ import json
 from collections.abc import AsyncIterator, Iterable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Request, Response, status
 from pydantic import BaseModel
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
@@ -24,7 +24,13 @@ from session_service.chat.generation import (
 )
 from session_service.chat.public import MessagePublic
 from session_service.chat.questions import Regenerate
-from session_service.deps import CurrentUser, MessageIdPath, SessionIdPath, TurnsDep
+from session_service.deps import (
+    CurrentUser,
+    MessageIdPath,
+    SessionIdPath,
+    TurnsDep,
+    mark_repeatable,
+)
 from session_service.errors import PayloadTooLarge
 
 router = APIRouter(prefix="/api/sessions", tags=["chat"], route_class=StrictJSONRoute)
@@ -116,6 +122,7 @@ async def regenerate(
 @router.post(
     "/{session_id}/messages/{message_id}/stop",
     summary="Stop a reply, keeping what was generated",
+    dependencies=[Depends(mark_repeatable)],
     responses={
         **COMMON_ERRORS,
         **error(404, "Session or message not found"),

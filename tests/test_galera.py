@@ -222,6 +222,40 @@ async def test_a_reply_generated_while_its_node_leaves_is_stored_through_the_nex
     assert again.json() == answered.json()
 
 
+async def test_a_turns_lease_is_renewed_through_the_next_node(
+    cluster: Cluster,
+    llm_settings: Callable[..., Settings],
+    fake_llm: FakeLLM,
+    alice: Headers,
+) -> None:
+    """Node 1 stops while a turn's reply is generated for longer than its lease: the lease is
+    renewed through node 2, so another replica's turn is refused (not let in) meanwhile."""
+    first, second = cluster.nodes[:2]
+    hosts = f"127.0.0.1:{first.sql},127.0.0.1:{second.sql}"
+    lease = {"turn_lock_lease_seconds": 1.5, "db_connect_timeout_seconds": 2}
+    fake_llm.delay = 8
+    async with (
+        serve_app(
+            llm_settings(database_url=first.url + DATABASE, database_hosts=hosts, **lease)
+        ) as client,
+        serve_app(llm_settings(database_url=second.url + DATABASE, **lease)) as other,
+    ):
+        session_id = await new_session(client, alice)
+        running = asyncio.create_task(turn(client, alice, session_id, "long"))
+        await asyncio.sleep(0.5)  # the question is stored, the LLM is answering
+        await asyncio.to_thread(cluster.stop_node, first)
+        try:
+            await asyncio.sleep(2.5)  # past the lease: renewed through node 2, or expired
+            assert not running.done()  # still generating
+            refused = await turn(other, alice, session_id, "meanwhile", if_busy="reject")
+            answered = await running
+        finally:
+            await asyncio.to_thread(cluster.start_node, first)
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["code"] == "session_busy"
+    assert answered.status_code == 201, answered.text
+
+
 async def test_readiness_says_when_its_node_is_not_synced(
     cluster: Cluster, llm_settings: Callable[..., Settings]
 ) -> None:

@@ -38,12 +38,13 @@ class Hosts:
             try:
                 connection = await self._connect(*self.hosts[index])
             except self.operational_error as exc:
-                log.warning(
-                    "database host %s:%d refused a connection: %r (%r)",
-                    *self.hosts[index],
-                    exc,
-                    exc.__cause__,
-                )
+                if len(self.hosts) > 1:  # one host: the error says it all
+                    log.warning(
+                        "database host %s:%d refused a connection: %r (%r)",
+                        *self.hosts[index],
+                        exc,
+                        exc.__cause__,
+                    )
                 failure = exc
                 continue
             if index != self.current:

@@ -17,7 +17,7 @@ from session_service.config import Settings
 from session_service.db.models import ChatSession
 from tests.conftest import serve_app
 from tests.fakes.openai import FakeLLM
-from tests.helpers import auth, new_session, stored, turn
+from tests.helpers import auth, eventually, mysql_connect, new_session, stored, turn
 
 HEADERS = auth("starved")
 
@@ -57,3 +57,36 @@ async def test_a_reply_is_stored_while_the_request_pool_is_taken(
             )
         assert lease is None
         assert (await turn(client, HEADERS, session_id, "and now?")).status_code == 201
+
+
+async def test_a_reply_stored_while_its_lease_renewal_waits_for_a_connection(
+    llm_settings: Callable[..., Settings],
+    fake_llm: FakeLLM,
+    migrated_url: str,
+) -> None:
+    """The reply's store holds the reserve pool's only connection, held up by a row lock,
+    while the lease's renewal comes due and waits for a connection: the store must not then
+    wait for that renewal (which waits for its connection: until the pool's 60 s timeout)."""
+    fake_llm.delay = 0.5
+    settings = llm_settings(db_reserve_pool_size=1, turn_lock_lease_seconds=3)  # renewed each 1 s
+    async with serve_app(settings) as client:
+        session_id = await new_session(client, HEADERS)
+        answer = asyncio.create_task(turn(client, HEADERS, session_id, "held up"))
+
+        async def asked() -> bool:  # the question is stored, its lease claimed
+            return bool(fake_llm.calls)
+
+        await eventually(asked)
+        await asyncio.sleep(0.25)  # the reply's store begins in 0.2 s, a renewal in 0.7 s
+        holder = mysql_connect(migrated_url)
+        try:
+            with holder.cursor() as cursor:
+                cursor.execute(
+                    "SELECT 1 FROM chat_sessions WHERE session_id = %s FOR UPDATE", (session_id,)
+                )
+            await asyncio.sleep(1.2)  # past the renewal's time
+        finally:
+            holder.rollback()
+            holder.close()
+        answered: Any = await asyncio.wait_for(answer, 15)
+    assert answered.status_code == 201, answered.text

@@ -187,6 +187,7 @@ class TurnStore:
         """Store the answer in its placeholder, letting the turn's lease go with it; the reply
         as stored."""
         placeholder, now = opened.placeholder, utcnow()
+        await lease.stop_renewing()  # before its transaction holds a connection
         stopped = await retry_while_unavailable(  # what was generated is not given up
             lambda: retry_on_contention(
                 lambda: self._reply(lease, row, opened, content, meta, now), "storing a reply"

@@ -157,7 +157,8 @@ class Lease:
     """The turn's lease on the session's row. The turn's transactions are opened by chat/; this
     offers the statements in them: `try_claim` in the first write's (then `claimed`, or
     `may_have_claimed` if its commit's outcome is unknown), `release_in` in the last write's
-    (then `released`). It is handed from the request to the reply's task, which calls `end`."""
+    (after `stop_renewing`; then `released`). It is handed from the request to the reply's
+    task, which calls `end`."""
 
     def __init__(
         self, locks: TurnLocks, session_id: str, user_id: str, deadline: float, local: _LocalLock
@@ -195,8 +196,8 @@ class Lease:
         self._locks.unreleased.setdefault(self._session_id, set()).add(self._token)
 
     async def release_in(self, db: AsyncSession) -> None:
-        """Let the lease go in `db`'s transaction (call `released` once it has committed)."""
-        await self._stop_renewing()
+        """Let the lease go in `db`'s transaction (call `released` once it has committed);
+        `stop_renewing` first, before `db` holds a connection (see there)."""
         await db.execute(_RELEASE, {"key": self._session_id, "token": self._token})
 
     def released(self) -> None:
@@ -215,13 +216,16 @@ class Lease:
             self._locks._leave(self._session_id, self._local)
 
     async def _let_go(self) -> None:
-        await self._stop_renewing()
+        await self.stop_renewing()
         if self._claimed:
             self._claimed = False
             await self._locks.release(self._session_id, self._token)
 
-    async def _stop_renewing(self) -> None:
-        """Without cutting a renewal in half."""
+    async def stop_renewing(self) -> None:
+        """Without cutting a renewal in half. Not while holding a connection of the reserve
+        pool: a renewal in progress may be waiting for one, and a few turns doing so at once
+        would hold them all (each waiting for its renewal, which waits for a connection) until
+        the pool's timeout."""
         self._done.set()
         if self._renewer is not None:
             await self._renewer

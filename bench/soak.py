@@ -17,6 +17,8 @@ gone.
 Prints the load held and the faults survived; exits 1 if the checker found a problem.
 `--galera`: on a 3-node MariaDB Galera cluster instead (tests/galera.py), each replica writing
 through a node of its own, the first one's node behind the proxy and failing over (DATABASE_HOSTS).
+`--haproxy`: on the cluster behind HAProxy (bench/haproxy.py), one writer at a time, both
+replicas writing through it; the database fault stops the writer node, which then rejoins.
 """
 
 from __future__ import annotations
@@ -28,21 +30,43 @@ import statistics
 import time
 from collections import Counter
 from contextlib import ExitStack
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from sqlalchemy.engine import make_url
 
 from bench.common import scratch_database, service, write_results
+from bench.haproxy import haproxy
 from bench.soak_check import Ledger, check
 from bench.soak_clients import USER, client_loop
 from tests.fakes.openai import FakeLLM
 from tests.fakes.tcp_proxy import TcpProxy
-from tests.galera import Cluster
+from tests.galera import Cluster, Node
 from tests.helpers import JWT_SECRET
 
 
-async def faults(proxy: TcpProxy, llm: FakeLLM, stop_at: float, survived: Counter[str]) -> None:
+class Outage(Protocol):
+    """What the "database" fault does: cut the way to the database, then give it back."""
+
+    def cut(self, mode: str = "refuse") -> None: ...
+
+    def restore(self) -> None: ...
+
+
+class NodeStopped:
+    """The "database" fault behind HAProxy: its writer node stops, then rejoins."""
+
+    def __init__(self, cluster: Cluster, node: Node) -> None:
+        self.cluster, self.node = cluster, node
+
+    def cut(self, mode: str = "refuse") -> None:
+        self.cluster.stop_node(self.node)
+
+    def restore(self) -> None:
+        self.cluster.start_node(self.node)
+
+
+async def faults(proxy: Outage, llm: FakeLLM, stop_at: float, survived: Counter[str]) -> None:
     rng = random.Random(7)
     while time.perf_counter() < stop_at - 3:
         await asyncio.sleep(rng.uniform(2, 4))
@@ -66,7 +90,7 @@ async def faults(proxy: TcpProxy, llm: FakeLLM, stop_at: float, survived: Counte
         survived[fault] += 1
 
 
-async def soak(bases: list[str], args: argparse.Namespace, proxy: TcpProxy, llm: FakeLLM) -> Any:
+async def soak(bases: list[str], args: argparse.Namespace, proxy: Outage, llm: FakeLLM) -> Any:
     sessions = [f"soak-{index}" for index in range(args.sessions)]
     async with httpx.AsyncClient(timeout=30) as http:
         for session_id in sessions:
@@ -88,7 +112,7 @@ async def soak(bases: list[str], args: argparse.Namespace, proxy: TcpProxy, llm:
 Replicas = list[tuple[str, dict[str, str]]]  # each one's DATABASE_URL and other settings
 
 
-def _one_server(stack: ExitStack) -> tuple[str, Replicas, TcpProxy]:
+def _one_server(stack: ExitStack) -> tuple[str, Replicas, Outage]:
     """A scratch database; both replicas reach it through the proxy the faults cut."""
     database_url = stack.enter_context(scratch_database())
     server = make_url(database_url)
@@ -98,14 +122,19 @@ def _one_server(stack: ExitStack) -> tuple[str, Replicas, TcpProxy]:
     return database_url, [(proxied, {}), (proxied, {})], proxy
 
 
-def _galera(stack: ExitStack) -> tuple[str, Replicas, TcpProxy]:
-    """A 3-node cluster: one replica writes through node 1 (behind the proxy the faults cut)
-    and fails over to node 2; the other writes through node 2, then node 3."""
+def _cluster(stack: ExitStack) -> Cluster:
     cluster = Cluster()
     stack.callback(cluster.close)
     cluster.start()
+    cluster.nodes[0].query("CREATE DATABASE soak CHARACTER SET utf8mb4")
+    return cluster
+
+
+def _galera(stack: ExitStack) -> tuple[str, Replicas, Outage]:
+    """A 3-node cluster: one replica writes through node 1 (behind the proxy the faults cut)
+    and fails over to node 2; the other writes through node 2, then node 3."""
+    cluster = _cluster(stack)
     first, second, third = cluster.nodes
-    first.query("CREATE DATABASE soak CHARACTER SET utf8mb4")
     proxy = TcpProxy("127.0.0.1", first.sql).start()
     stack.callback(proxy.stop)
     replicas = [
@@ -121,6 +150,26 @@ def _galera(stack: ExitStack) -> tuple[str, Replicas, TcpProxy]:
     return third.url + "soak", replicas, proxy
 
 
+def _haproxy(stack: ExitStack) -> tuple[str, Replicas, Outage]:
+    """A 3-node cluster behind HAProxy (bench/haproxy.py), both replicas writing through it;
+    the faults stop its writer, node 1, which rejoins a second later."""
+    cluster = _cluster(stack)
+    port = stack.enter_context(haproxy(cluster))
+    through = f"mysql+aiomysql://root@127.0.0.1:{port}/soak"
+    return (
+        cluster.nodes[2].url + "soak",
+        [(through, {}), (through, {})],
+        NodeStopped(cluster, cluster.nodes[0]),
+    )
+
+
+DATABASES = {
+    "one server": _one_server,
+    "galera, 3 nodes": _galera,
+    "galera behind haproxy": _haproxy,
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=16)
@@ -128,6 +177,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument(
         "--galera", action="store_true", help="on a 3-node Galera cluster (tests/galera.py)"
+    )
+    parser.add_argument(
+        "--haproxy", action="store_true", help="on the cluster behind HAProxy (one writer)"
     )
     args = parser.parse_args()
     llm = FakeLLM().start()
@@ -141,7 +193,14 @@ def main() -> None:
     }
     with ExitStack() as stack:
         stack.callback(llm.stop)
-        database_url, replicas, proxy = (_galera if args.galera else _one_server)(stack)
+        database = (
+            "galera behind haproxy"
+            if args.haproxy
+            else "galera, 3 nodes"
+            if args.galera
+            else "one server"
+        )
+        database_url, replicas, proxy = DATABASES[database](stack)
         bases = [
             stack.enter_context(service(url, llm.base_url, env | extra))[0]
             for url, extra in replicas
@@ -149,7 +208,7 @@ def main() -> None:
         ledger, survived, elapsed = asyncio.run(soak(bases, args, proxy, llm))
         verdict = check(database_url, ledger)
     figures = {
-        "database": "galera, 3 nodes" if args.galera else "one server",
+        "database": database,
         "clients": args.clients,
         "sessions": args.sessions,
         "seconds": round(elapsed, 1),

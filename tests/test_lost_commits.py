@@ -1,7 +1,7 @@
 """A COMMIT whose answer never comes back (the connection dies with it: a database node
 leaving, a network cut): the server may have committed or not, and the service must answer what
-is stored. A TCP proxy ends the connection at the next COMMIT, after the server has it
-(`delivered`) or before."""
+is stored. A TCP proxy ends the connection at the next COMMIT (or another statement), after the
+server has it (`delivered`) or before."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from session_service.db.repositories import SessionRepository
 from tests.conftest import serve_app
 from tests.fakes.openai import FakeLLM
 from tests.fakes.tcp_proxy import TcpProxy
-from tests.helpers import Headers, answered, new_session, stored, turn
+from tests.helpers import Headers, answered, auth, conversation, new_session, stored, turn
 
 pytestmark = pytest.mark.parametrize("delivered", [True, False], ids=["committed", "undone"])
 
@@ -41,9 +41,9 @@ async def test_a_create_answers_201_once_whatever_became_of_its_commit(
     delivered: bool,
 ) -> None:
     await new_session(client, alice, title="warm")  # a pooled connection, already set up
-    proxy.lose_next_commit(delivered=delivered)
+    proxy.lose_next(delivered=delivered)
     created = await client.post("/api/sessions", json={"title": "lost?"}, headers=alice)
-    assert proxy.commits_lost == 1
+    assert proxy.lost == 1
     assert created.status_code == 201, created.text
     listed = await client.get("/api/sessions", headers=alice)
     assert sorted(s["title"] for s in listed.json()["items"]) == ["lost?", "warm"]
@@ -54,10 +54,10 @@ async def test_a_rename_answers_what_is_stored(
     client: httpx.AsyncClient, proxy: TcpProxy, alice: Headers, delivered: bool
 ) -> None:
     session_id = await new_session(client, alice, title="before")
-    proxy.lose_next_commit(delivered=delivered)
+    proxy.lose_next(delivered=delivered)
     path = f"/api/sessions/{session_id}"
     renamed = await client.patch(path, json={"title": "after"}, headers=alice)
-    assert proxy.commits_lost == 1
+    assert proxy.lost == 1
     assert renamed.status_code == 200, renamed.text
     assert renamed.json()["title"] == "after"
     assert (await client.get(path, headers=alice)).json()["title"] == "after"
@@ -71,9 +71,9 @@ async def test_a_delete_answers_204_and_the_session_is_gone(
     delivered: bool,
 ) -> None:
     session_id = await new_session(client, alice)
-    proxy.lose_next_commit(delivered=delivered)
+    proxy.lose_next(delivered=delivered)
     deleted = await client.delete(f"/api/sessions/{session_id}", headers=alice)
-    assert proxy.commits_lost == 1
+    assert proxy.lost == 1
     assert deleted.status_code == 204, deleted.text
     assert deleted.content == b""
     again = await client.get(f"/api/sessions/{session_id}", headers=alice)
@@ -85,13 +85,13 @@ async def test_a_fork_answers_201_with_one_new_session(
 ) -> None:
     session_id = await new_session(client, alice, title="source")
     reply = await answered(client, alice, session_id, "hello")
-    proxy.lose_next_commit(delivered=delivered)
+    proxy.lose_next(delivered=delivered)
     forked = await client.post(
         f"/api/sessions/{session_id}/fork",
         json={"message_id": reply["assistant_message"]["id"], "title": "fork"},
         headers=alice,
     )
-    assert proxy.commits_lost == 1
+    assert proxy.lost == 1
     assert forked.status_code == 201, forked.text
     listed = (await client.get("/api/sessions", headers=alice)).json()["items"]
     assert sorted(s["title"] for s in listed) == ["fork", "source"]
@@ -107,9 +107,9 @@ async def test_a_turn_whose_question_commit_was_lost_is_answered_and_stored_once
 ) -> None:
     session_id = await new_session(client, alice)
     await answered(client, alice, session_id, "first")
-    proxy.lose_next_commit(delivered=delivered)
+    proxy.lose_next(delivered=delivered)
     second = await answered(client, alice, session_id, "second")
-    assert proxy.commits_lost == 1
+    assert proxy.lost == 1
     assert second["assistant_message"]["content"] == "echo: second"
     assert [row[1:] for row in await stored(db, session_id)] == [
         ("user", "first"),
@@ -131,9 +131,9 @@ async def test_a_reply_whose_commit_was_lost_is_stored_once(
 ) -> None:
     """The turn's second COMMIT (its reply's) is lost: stored again, once, and the lease let go."""
     session_id = await new_session(client, alice)
-    proxy.lose_next_commit(delivered=delivered, skip=1)
+    proxy.lose_next(delivered=delivered, skip=1)
     reply = await answered(client, alice, session_id, "first")
-    assert proxy.commits_lost == 1
+    assert proxy.lost == 1
     assert reply["assistant_message"]["content"] == "echo: first"
     after = await answered(client, alice, session_id, "second", if_busy="reject")
     assert after["user_message"]["parent_id"] == reply["assistant_message"]["id"]
@@ -158,11 +158,11 @@ async def test_a_stop_whose_commit_was_lost_stops_the_reply(
     fake_llm.delay = 30
     running = asyncio.create_task(turn(client, alice, session_id, "long"))
     reply_id = await _generating(db, session_id)
-    proxy.lose_next_commit(delivered=delivered)
+    proxy.lose_next(delivered=delivered)
     stopped = await client.post(
         f"/api/sessions/{session_id}/messages/{reply_id}/stop", headers=alice
     )
-    assert proxy.commits_lost == 1
+    assert proxy.lost == 1
     assert stopped.status_code == 200, stopped.text
     assert stopped.json()["metadata"]["status"] == "stopped"
     answer = await running
@@ -179,3 +179,28 @@ async def _generating(db: async_sessionmaker[AsyncSession], session_id: str) -> 
             return row.generating_message_id
         await asyncio.sleep(0.02)
     raise AssertionError("no reply is being generated")
+
+
+async def test_an_agent_rebuilt_over_a_lost_connection_answers(
+    client: httpx.AsyncClient,
+    proxy: TcpProxy,
+    fake_llm: FakeLLM,
+    db: async_sessionmaker[AsyncSession],
+    delivered: bool,
+) -> None:
+    """The read that rebuilds a released agent loses its connection: read again, answered."""
+    admin = auth("lost-reads", admin=True)
+    session_id = await new_session(client, admin)
+    await answered(client, admin, session_id, "first")
+    cleanup = {"max_age_seconds": 0}
+    released = await client.post("/api/sessions/cleanup", json=cleanup, headers=admin)
+    assert released.json()["released"] >= 1
+    proxy.lose_next(b"ORDER BY branch.depth", delivered=delivered)
+    second = await answered(client, admin, session_id, "second")
+    assert proxy.lost == 1
+    assert second["assistant_message"]["content"] == "echo: second"
+    assert conversation(fake_llm.calls[-1]) == [
+        ("user", "first"),
+        ("assistant", "echo: first"),
+        ("user", "second"),
+    ]

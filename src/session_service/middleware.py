@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from session_service.db.contention import RERUN_PAUSES
 from session_service.errors import PayloadTooLarge
 
 log = logging.getLogger(__name__)
@@ -87,9 +88,6 @@ class PageHeaders:
         await self.app(scope, receive, with_headers)
 
 
-# Pauses before running a request again after it lost its database: a new connection goes to
-# the next of DATABASE_HOSTS when its node has left, or finds the row another node had locked.
-RERUN_PAUSES = (0.05, 0.25, 1.0)
 ATTEMPT = "session_service.attempt"  # its key in the request's scope
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE"})
 

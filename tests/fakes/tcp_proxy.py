@@ -3,8 +3,9 @@
 `cut("refuse")`: existing connections are reset and new ones refused (a database that went
 down). `cut("silent")`: existing connections are reset and new ones accepted but never
 answered (a server that hangs). `restore()` listens again on the same port.
-`lose_next_commit(delivered, skip=0)`: the next COMMIT a client sends (past `skip` others) ends
-its connection, after the server has it or before: either way the client never hears the answer.
+`lose_next(statement, delivered, skip=0)`: the next statement containing `statement` (COMMIT
+by default) that a client sends, past `skip` others, ends its connection, after the server has
+it or before: either way the client never hears the answer.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ class TcpProxy:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
-        self._lose_commit: bool | None = None  # armed: whether the COMMIT reaches the server
+        self._lose: tuple[bytes, bool] | None = None  # armed: what, and whether it gets there
         self._skip = 0
-        self.commits_lost = 0
+        self.lost = 0
 
     def start(self) -> TcpProxy:
         self._thread.start()
@@ -49,8 +50,8 @@ class TcpProxy:
         if self._server is None:
             self._call(self._listen())
 
-    def lose_next_commit(self, *, delivered: bool, skip: int = 0) -> None:
-        self._lose_commit, self._skip = delivered, skip
+    def lose_next(self, statement: bytes = COMMIT, *, delivered: bool, skip: int = 0) -> None:
+        self._lose, self._skip = (statement, delivered), skip
 
     def _call(self, coroutine: object) -> None:
         asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(10)  # type: ignore[arg-type]
@@ -93,15 +94,15 @@ class TcpProxy:
             while data := await reader.read(65536):
                 if self._mode != "up":
                     break
-                if client is not None and self._lose_commit is not None and COMMIT in data:
+                if client is not None and self._lose is not None and self._lose[0] in data:
                     if self._skip:
                         self._skip -= 1
                         writer.write(data)
                         await writer.drain()
                         continue
-                    delivered, self._lose_commit = self._lose_commit, None
+                    (_, delivered), self._lose = self._lose, None
                     client.transport.abort()  # it never hears the answer
-                    self.commits_lost += 1
+                    self.lost += 1
                     if delivered:  # the server has it: it commits
                         writer.write(data)
                         await writer.drain()

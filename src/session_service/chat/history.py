@@ -10,8 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from session_service.agents.agent import ChatAgent, message_tokens, system_prompt_for, to_message
 from session_service.agents.pool import AgentPool
 from session_service.config import Settings
+from session_service.db.contention import retry_lost_connection
 from session_service.db.models import ChatMessage, ChatSession, MessageStatus
-from session_service.db.tree import TreeRepository
+from session_service.db.tree import Text, TreeRepository
 
 PAGE = 200  # rows read at a time when rebuilding; an agent further behind is rebuilt
 
@@ -60,8 +61,12 @@ class Histories:
         A reply still being generated is left out: its turn adds it when it is stored.
         """
         if db is None:
-            async with self.session_factory() as own:
-                return await self.rebuild(row, leaf_id, own)
+
+            async def read() -> ChatAgent:
+                async with self.session_factory() as own:
+                    return await self.rebuild(row, leaf_id, own)
+
+            return await retry_lost_connection(read, "rebuilding an agent")
         agent = self.new_agent(row)
         budget = self.settings.agent_history_max_tokens
         collected: list[tuple[int, BaseMessage, int]] = []  # newest first
@@ -118,10 +123,14 @@ class Histories:
         assert last.id is not None
         if agent.leaf_id is None or agent.leaf_id > last.id:
             return None
-        async with self.session_factory() as db:
-            page = await TreeRepository.from_session(db).branch_texts(
-                row.session_id, last.id, limit=PAGE
-            )
+
+        async def read() -> list[Text]:
+            assert last.id is not None
+            async with self.session_factory() as db:
+                tree = TreeRepository.from_session(db)
+                return await tree.branch_texts(row.session_id, last.id, limit=PAGE)
+
+        page = await retry_lost_connection(read, "catching an agent up")
         missing: list[tuple[int, BaseMessage]] = []
         for message_id, _parent, role, content, _status in page:
             if message_id == agent.leaf_id:

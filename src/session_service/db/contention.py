@@ -27,6 +27,9 @@ DEADLOCK = 1213  # ER_LOCK_DEADLOCK (also a Galera certification conflict)
 LOCK_WAIT_TIMEOUT = 1205  # ER_LOCK_WAIT_TIMEOUT
 ATTEMPTS = 4
 FIRST_PAUSE_SECONDS = 0.02
+# Pauses before running again what lost its connection (or a deadlock, for a whole request):
+# a new connection goes to the next of DATABASE_HOSTS when its node has left.
+RERUN_PAUSES = (0.05, 0.25, 1.0)
 
 
 class Busy(Conflict):
@@ -88,6 +91,21 @@ async def retry_while_unavailable(
             log.warning("database unavailable for %s, trying again reason=%r", what, exc)
         await asyncio.sleep(pause)
         pause = min(pause * 2, 1.0)
+
+
+async def retry_lost_connection(read: Callable[[], Awaitable[T]], what: str) -> T:
+    """Run `read` (which opens its own session; a read, or a transaction whose connection
+    died before its commit) again on a new connection while its connection dies under it,
+    len(RERUN_PAUSES) more times at most. A connection that could not be made is not this."""
+    for pause in (*RERUN_PAUSES, None):
+        try:
+            return await read()
+        except DBAPIError as exc:
+            if pause is None or not exc.connection_invalidated or commit_in_doubt(exc):
+                raise
+            log.warning("connection lost %s, trying again reason=%s", what, exc.orig)
+        await asyncio.sleep(pause)
+    raise AssertionError("unreachable")
 
 
 async def retry_on_contention(

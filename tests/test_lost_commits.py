@@ -204,3 +204,20 @@ async def test_an_agent_rebuilt_over_a_lost_connection_answers(
         ("assistant", "echo: first"),
         ("user", "second"),
     ]
+
+
+async def test_a_turn_whose_reads_rollback_was_lost_is_answered(
+    client: httpx.AsyncClient,
+    proxy: TcpProxy,
+    alice: Headers,
+    db: async_sessionmaker[AsyncSession],
+    delivered: bool,
+) -> None:
+    """The ROLLBACK ending a turn's first read (of a repeated client_message_id) is lost: not a
+    commit in doubt, so the request runs again, and the turn is answered once."""
+    session_id = await new_session(client, alice)
+    proxy.lose_next(b"\x03ROLLBACK", delivered=delivered)
+    first = await answered(client, alice, session_id, "once", client_message_id="c-1")
+    assert proxy.lost == 1
+    assert first["assistant_message"]["content"] == "echo: once"
+    assert len(await stored(db, session_id)) == 2

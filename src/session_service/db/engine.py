@@ -34,6 +34,7 @@ def database_url(raw: str) -> URL:
 
 
 RESERVE_POOL_TIMEOUT_SECONDS = 60.0
+COMMITTING = "session_service.committing"  # in a connection's info: a COMMIT is being sent
 
 
 def create_engine(settings: Settings, *, reserve: bool = False) -> AsyncEngine:
@@ -67,12 +68,32 @@ def create_engine(settings: Settings, *, reserve: bool = False) -> AsyncEngine:
         if args and args[0] == NOT_READY:
             context.is_disconnect = True
             hosts.leave()
-        # no statement, on a connection made: the COMMIT (or a ROLLBACK, taken as one)
-        at_commit = context.statement is None and context.connection is not None
-        if at_commit and not context.is_pre_ping and context.sqlalchemy_exception is not None:
+        # raised by the COMMIT (not by a statement, nor by a ROLLBACK): it may have happened
+        connection = context.connection
+        at_commit = context.statement is None and connection is not None
+        committing = at_commit and _committing_on(connection) and not context.is_pre_ping
+        if committing and context.sqlalchemy_exception is not None:
             context.sqlalchemy_exception.add_note(IN_DOUBT)
 
+    @event.listens_for(engine.sync_engine, "commit")
+    def _committing(connection: Any) -> None:
+        connection.info[COMMITTING] = True
+
+    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine.sync_engine, "rollback")
+    def _not_committing(connection: Any) -> None:
+        if not connection.invalidated:  # an invalidated one has no info until reconnected
+            connection.info[COMMITTING] = False
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _checked_out(_dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        record.info[COMMITTING] = False  # not from its last use
+
     return engine
+
+
+def _committing_on(connection: Any) -> bool:
+    return not connection.invalidated and bool(connection.info.get(COMMITTING))
 
 
 def _sqlite_engine(url: URL, settings: Settings) -> AsyncEngine:

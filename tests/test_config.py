@@ -113,3 +113,14 @@ def test_database_hosts_are_hosts_with_ports() -> None:
     for bad in ("db1:", ":3306", "db1:port", "db1:70000"):
         with pytest.raises(ConfigError, match="DATABASE_HOSTS"):
             load_settings(database_hosts=bad)
+
+
+def test_a_database_url_may_name_the_cluster_nodes() -> None:
+    """`DATABASE_URL` with several hosts is the URL of the first and DATABASE_HOSTS of all."""
+    settings = load_settings(database_url="mysql+aiomysql://u:p%40w@db1:3307,db2,10.0.0.3/sessions")
+    assert settings.database_url == "mysql+aiomysql://u:p%40w@db1:3307/sessions"
+    assert settings.database_host_list == [("db1", 3307), ("db2", 3306), ("10.0.0.3", 3306)]
+    with pytest.raises(ConfigError, match="DATABASE_URL: 'db2:x' is not host or host:port"):
+        load_settings(database_url="mysql+aiomysql://u@db1,db2:x/sessions")
+    with pytest.raises(ConfigError, match="leave DATABASE_HOSTS unset"):
+        load_settings(database_url="mysql+aiomysql://u@db1,db2/sessions", database_hosts="db3")

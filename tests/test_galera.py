@@ -275,26 +275,25 @@ async def test_readiness_says_when_its_node_is_not_synced(
 async def test_a_node_stopped_and_rejoined_under_load_loses_and_refuses_nothing(
     cluster: Cluster, llm_settings: Callable[..., Settings], fake_llm: FakeLLM, alice: Headers
 ) -> None:
-    """Two replicas, each naming the three nodes (its own first), under concurrent turns and
-    session writes while node 1 stops and rejoins: every request is answered (no 503: two
-    nodes were up throughout), and every node stores each answered turn once, in order."""
+    """Two replicas, each naming the three nodes (its own first: one in DATABASE_HOSTS, the
+    other in DATABASE_URL), under concurrent turns and session writes while node 1 stops and
+    rejoins: every request is answered (no 503: two nodes were up throughout), and every node
+    stores each answered turn once, in order."""
     ports = [node.sql for node in cluster.nodes]
     fake_llm.delay = 0.05
+
+    def hosts(first: int) -> str:
+        return ",".join(f"127.0.0.1:{ports[(first + n) % 3]}" for n in range(3))
+
+    fails_over = {"db_connect_timeout_seconds": 2}
+    settings = [
+        llm_settings(
+            database_url=cluster.nodes[0].url + DATABASE, database_hosts=hosts(0), **fails_over
+        ),
+        llm_settings(database_url=f"mysql+aiomysql://root@{hosts(1)}/{DATABASE}", **fails_over),
+    ]
     async with AsyncExitStack() as stack:
-        replicas = [
-            await stack.enter_async_context(
-                serve_app(
-                    llm_settings(
-                        database_url=cluster.nodes[first].url + DATABASE,
-                        database_hosts=",".join(
-                            f"127.0.0.1:{ports[(first + n) % 3]}" for n in range(3)
-                        ),
-                        db_connect_timeout_seconds=2,
-                    )
-                )
-            )
-            for first in (0, 1)
-        ]
+        replicas = [await stack.enter_async_context(serve_app(each)) for each in settings]
         sessions = [await new_session(replicas[0], alice) for _ in range(3)]
         load = _Load(replicas, alice)
         running = [

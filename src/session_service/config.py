@@ -200,6 +200,16 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _resolve_database_url(self) -> Settings:
         if self.database_url:
+            url, hosts = _split_hosts(self.database_url)
+            if hosts:  # mysql+aiomysql://user@node1:3306,node2,node3/db
+                if self.database_hosts:
+                    raise ValueError("DATABASE_URL names several hosts: leave DATABASE_HOSTS unset")
+                try:
+                    self._hosts_with_ports(hosts)
+                except ValueError as exc:
+                    raise ValueError(f"DATABASE_URL: {exc}") from None
+                object.__setattr__(self, "database_url", url)
+                object.__setattr__(self, "database_hosts", hosts)
             return self
         if self.mysql_host:
             if not (self.mysql_user and self.mysql_database):
@@ -236,6 +246,18 @@ class Settings(BaseSettings):
     @property
     def ragflow_enabled(self) -> bool:
         return bool(self.ragflow_base_url)
+
+
+def _split_hosts(url: str) -> tuple[str, list[str]]:
+    """A URL naming several hosts (`scheme://auth@h1:p1,h2,h3/db`): the URL with the first, and
+    the hosts; else the URL as it is and no hosts."""
+    scheme, sep, rest = url.partition("://")
+    location, slash, path = rest.partition("/")
+    auth, at, hosts = location.rpartition("@")
+    if not sep or "," not in hosts:
+        return url, []
+    listed = [host.strip() for host in hosts.split(",") if host.strip()]
+    return f"{scheme}://{auth}{at}{listed[0]}{slash}{path}", listed
 
 
 def load_settings(**overrides: object) -> Settings:

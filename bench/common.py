@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import time
@@ -21,15 +20,10 @@ import httpx
 from sqlalchemy.engine import make_url
 
 from tests import helpers
+from tests.processes import free_port
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SERVER = os.environ.get("TEST_DATABASE_URL") or "mysql+aiomysql://root@127.0.0.1:3306/"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write_results(name: str, figures: dict[str, Any]) -> Path:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pymysql
 
-from bench.common import free_port
 from tests.galera import Cluster, Node
+from tests.processes import free_port
 
 CONFIG = """
 global

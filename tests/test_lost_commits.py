@@ -18,7 +18,16 @@ from session_service.db.repositories import SessionRepository
 from tests.conftest import serve_app
 from tests.fakes.openai import FakeLLM
 from tests.fakes.tcp_proxy import TcpProxy
-from tests.helpers import Headers, answered, auth, conversation, new_session, stored, turn
+from tests.helpers import (
+    Headers,
+    answered,
+    auth,
+    conversation,
+    eventually,
+    new_session,
+    stored,
+    turn,
+)
 
 pytestmark = pytest.mark.parametrize("delivered", [True, False], ids=["committed", "undone"])
 
@@ -221,3 +230,31 @@ async def test_a_turn_whose_reads_rollback_was_lost_is_answered(
     assert proxy.lost == 1
     assert first["assistant_message"]["content"] == "echo: once"
     assert len(await stored(db, session_id)) == 2
+
+
+async def test_an_interrupting_turn_whose_stop_requests_commit_was_lost_is_answered(
+    client: httpx.AsyncClient,
+    proxy: TcpProxy,
+    fake_llm: FakeLLM,
+    alice: Headers,
+    db: async_sessionmaker[AsyncSession],
+    delivered: bool,
+) -> None:
+    """`if_busy: interrupt`: its stop request (the same when run again) loses its COMMIT's
+    answer; asked again, the running reply stops and the turn is answered after it."""
+    session_id = await new_session(client, alice)
+    fake_llm.delay = 30
+    running = asyncio.create_task(turn(client, alice, session_id, "long"))
+
+    async def asked() -> bool:
+        return bool(fake_llm.calls)
+
+    await eventually(asked)
+    fake_llm.delay = 0  # the running reply's call already waits its 30 s
+    proxy.lose_next(delivered=delivered)
+    after = await answered(client, alice, session_id, "instead", if_busy="interrupt")
+    assert proxy.lost == 1
+    stopped = await running
+    assert stopped.status_code == 201, stopped.text
+    assert stopped.json()["assistant_message"]["metadata"]["status"] == "stopped"
+    assert after["user_message"]["parent_id"] == stopped.json()["assistant_message"]["id"]

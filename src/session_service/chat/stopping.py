@@ -20,6 +20,7 @@ from session_service.chat import recovery
 from session_service.chat.public import MessagePublic, described
 from session_service.chat.replies import Replies
 from session_service.chat.sessions import owned_session
+from session_service.db.contention import retry_lost_connection
 from session_service.db.models import MessageStatus
 from session_service.db.repositories import MessageRepository, SessionRepository
 from session_service.db.stops import StopRepository
@@ -61,13 +62,17 @@ class Stops:
     async def interrupt(self, user: User, session_id: str) -> None:
         """Ask the session's running reply, if there is one, to stop (`if_busy: interrupt`);
         the turn then waits for the session as `wait` does."""
-        async with self.session_factory() as db, db.begin():
-            row = await owned_session(db, session_id, user)
-            running = row.generating_message_id
-            asked = running is not None and (
-                await StopRepository.from_session(db).request(session_id, running)
-            )
-        if asked and running is not None:
+
+        async def ask() -> int | None:  # the same when run again, its commit in doubt
+            async with self.session_factory() as db, db.begin():
+                row = await owned_session(db, session_id, user)
+                running = row.generating_message_id
+                stops = StopRepository.from_session(db)
+                asked = running is not None and await stops.request(session_id, running)
+            return running if asked else None
+
+        running = await retry_lost_connection(ask, "asking a reply to stop", idempotent=True)
+        if running is not None:
             self.replies.stop({running})
 
     async def watch(self) -> None:

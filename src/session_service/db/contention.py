@@ -93,15 +93,19 @@ async def retry_while_unavailable(
         pause = min(pause * 2, 1.0)
 
 
-async def retry_lost_connection(read: Callable[[], Awaitable[T]], what: str) -> T:
-    """Run `read` (which opens its own session; a read, or a transaction whose connection
-    died before its commit) again on a new connection while its connection dies under it,
-    len(RERUN_PAUSES) more times at most. A connection that could not be made is not this."""
+async def retry_lost_connection(
+    work: Callable[[], Awaitable[T]], what: str, *, idempotent: bool = False
+) -> T:
+    """Run `work` (which opens its own session: a read, or a transaction whose connection died
+    before its commit, or any time if `idempotent`) again on a new connection while its
+    connection dies under it, len(RERUN_PAUSES) more times at most. A connection that could
+    not be made is not this."""
     for pause in (*RERUN_PAUSES, None):
         try:
-            return await read()
+            return await work()
         except DBAPIError as exc:
-            if pause is None or not exc.connection_invalidated or commit_in_doubt(exc):
+            lost = exc.connection_invalidated and (idempotent or not commit_in_doubt(exc))
+            if pause is None or not lost:
                 raise
             log.warning("connection lost %s, trying again reason=%s", what, exc.orig)
         await asyncio.sleep(pause)

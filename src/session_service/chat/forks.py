@@ -33,12 +33,8 @@ async def fork(
 ) -> ChatSession:
     """The new session `new_id`, committed: the branch root → `message_id` copied in order
     (new ids; the same roles, contents, metadata and timestamps), its last copy the active
-    leaf. Stored already (by an earlier run of the request: `middleware.request_key`), it is
-    returned as it is."""
-    sessions = SessionRepository.from_session(db)
-    done = await sessions.get(new_id)
-    if done is not None and done.user_id == user.id:
-        return done
+    leaf. Stored already (by an earlier run of the request: `middleware.request_key`), its
+    insert fails and it is returned as it is."""
     tree = TreeRepository.from_session(db)
     branch = list(await tree.whole_branch(source.session_id, message_id))
     if not branch:
@@ -55,10 +51,11 @@ async def fork(
             await mirror.forget(db, mirror_id, mirror.chat_id)
             await db.commit()
             mirror.wake()
+        sessions = SessionRepository.from_session(db)
         done = await sessions.get(new_id) if isinstance(exc, IntegrityError) else None
         if done is None or done.user_id != user.id:
             raise
-        return done  # made by the earlier run, committed while this one began
+        return done  # made by an earlier run of the request
     log.info("session forked session_id=%s from=%s", row.session_id, source.session_id)
     return row
 

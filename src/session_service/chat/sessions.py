@@ -48,15 +48,17 @@ async def create_session(
     existing one when this repeats its creation.
 
     `title` and `context` are None when not given; `session_id` None is `new_id`, the
-    request's own (`middleware.request_key`: stored by an earlier run of it, it is returned as
-    created). Returns the row and whether it was created. Someone else's id, or one of the
-    caller's own with another title or context, is a conflict. When RAGFlow cannot make the
-    mirror now, the session is created without one and the first turn makes it.
+    request's own (`middleware.request_key`: stored by an earlier run of it, its insert fails
+    and it is returned as created). Returns the row and whether it was created. Someone
+    else's id, or one of the caller's own with another title or context, is a conflict.
+    When RAGFlow cannot make the mirror now, the session is created without one and the
+    first turn makes it.
     """
     sessions = SessionRepository.from_session(db)
-    existing = await sessions.get(session_id or new_id)
-    if existing is not None:
-        return _repeated(existing, user, title, context), session_id is None
+    if session_id is not None:
+        existing = await sessions.get(session_id)
+        if existing is not None:
+            return _repeated(existing, user, title, context), False
     titled = title is not None  # else its first turn titles it (chat.titles)
     title = DEFAULT_TITLE if title is None else title
     mirror_id = await mirror.create(title, user.id) if mirror is not None else None

@@ -70,9 +70,8 @@ def create_engine(settings: Settings, *, reserve: bool = False) -> AsyncEngine:
             hosts.leave()
         # raised by the COMMIT (not by a statement, nor by a ROLLBACK): it may have happened
         connection = context.connection
-        at_commit = context.statement is None and connection is not None
-        committing = at_commit and _committing_on(connection) and not context.is_pre_ping
-        if committing and context.sqlalchemy_exception is not None:
+        committing = connection is not None and _committing_on(connection)
+        if committing and not context.is_pre_ping and context.sqlalchemy_exception is not None:
             context.sqlalchemy_exception.add_note(IN_DOUBT)
 
     @event.listens_for(engine.sync_engine, "commit")

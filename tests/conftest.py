@@ -104,6 +104,13 @@ def proxy(migrated_url: str) -> Iterator[TcpProxy]:
 
 
 @pytest.fixture
+def proxied_url(migrated_url: str, proxy: TcpProxy) -> str:
+    """The test database's URL through `proxy`."""
+    through = make_url(migrated_url).set(host="127.0.0.1", port=proxy.port)
+    return through.render_as_string(hide_password=False)
+
+
+@pytest.fixture
 def make_settings(migrated_url: str, tmp_path: Path) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {

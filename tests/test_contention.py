@@ -20,6 +20,7 @@ from session_service.db.contention import Busy, retry_on_contention
 from session_service.db.models import ChatSession
 from session_service.db.repositories import SessionRepository
 from tests.conftest import serve_app
+from tests.fakes.tcp_proxy import TcpProxy
 from tests.helpers import auth, mysql_connect, new_session, stored, turn
 
 ROUNDS = 40
@@ -261,3 +262,20 @@ async def stored_in(session: AsyncSession, session_id: str) -> list[tuple[int]]:
         text("SELECT seq FROM chat_messages WHERE session_id = :s ORDER BY seq"), {"s": session_id}
     )
     return [(seq,) for (seq,) in result]
+
+
+async def test_a_request_that_lost_a_deadlock_runs_again(
+    make_settings: Callable[..., Settings], proxy: TcpProxy, proxied_url: str
+) -> None:
+    """Galera reports a certification conflict as a deadlock (1213), here answered by the
+    proxy in the server's place: the request is undone whole and runs again, so the rename is
+    answered 200 and stored, not 409."""
+    headers = auth("deadlocked")
+    async with serve_app(make_settings(database_url=proxied_url)) as client:
+        session_id = await new_session(client, headers, title="before")
+        proxy.fail_next(b"UPDATE chat_sessions SET")
+        path = f"/api/sessions/{session_id}"
+        renamed = await client.patch(path, json={"title": "after"}, headers=headers)
+        assert proxy.failed == 1
+        assert renamed.status_code == 200, renamed.text
+        assert (await client.get(path, headers=headers)).json()["title"] == "after"

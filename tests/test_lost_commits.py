@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from session_service.config import Settings
@@ -34,10 +33,9 @@ pytestmark = pytest.mark.parametrize("delivered", [True, False], ids=["committed
 
 @pytest.fixture
 async def client(
-    llm_settings: Callable[..., Settings], proxy: TcpProxy, migrated_url: str
+    llm_settings: Callable[..., Settings], proxied_url: str
 ) -> AsyncIterator[httpx.AsyncClient]:
-    through_proxy = make_url(migrated_url).set(host="127.0.0.1", port=proxy.port)
-    settings = llm_settings(database_url=through_proxy.render_as_string(hide_password=False))
+    settings = llm_settings(database_url=proxied_url)
     async with serve_app(settings) as app_client:
         yield app_client
 
@@ -46,7 +44,6 @@ async def test_a_create_answers_201_once_whatever_became_of_its_commit(
     client: httpx.AsyncClient,
     proxy: TcpProxy,
     alice: Headers,
-    db: async_sessionmaker[AsyncSession],
     delivered: bool,
 ) -> None:
     await new_session(client, alice, title="warm")  # a pooled connection, already set up
@@ -76,7 +73,6 @@ async def test_a_delete_answers_204_and_the_session_is_gone(
     client: httpx.AsyncClient,
     proxy: TcpProxy,
     alice: Headers,
-    db: async_sessionmaker[AsyncSession],
     delivered: bool,
 ) -> None:
     session_id = await new_session(client, alice)
@@ -120,12 +116,7 @@ async def test_a_turn_whose_question_commit_was_lost_is_answered_and_stored_once
     second = await answered(client, alice, session_id, "second")
     assert proxy.lost == 1
     assert second["assistant_message"]["content"] == "echo: second"
-    assert [row[1:] for row in await stored(db, session_id)] == [
-        ("user", "first"),
-        ("assistant", "echo: first"),
-        ("user", "second"),
-        ("assistant", "echo: second"),
-    ]
+    assert [row[1:] for row in await stored(db, session_id)] == _echoed("first", "second")
     assert len(fake_llm.calls) == 2  # the question was answered once
     after = await answered(client, alice, session_id, "third")  # the lease was let go
     assert after["user_message"]["parent_id"] == second["assistant_message"]["id"]
@@ -146,12 +137,7 @@ async def test_a_reply_whose_commit_was_lost_is_stored_once(
     assert reply["assistant_message"]["content"] == "echo: first"
     after = await answered(client, alice, session_id, "second", if_busy="reject")
     assert after["user_message"]["parent_id"] == reply["assistant_message"]["id"]
-    assert [row[1:] for row in await stored(db, session_id)] == [
-        ("user", "first"),
-        ("assistant", "echo: first"),
-        ("user", "second"),
-        ("assistant", "echo: second"),
-    ]
+    assert [row[1:] for row in await stored(db, session_id)] == _echoed("first", "second")
 
 
 async def test_a_stop_whose_commit_was_lost_stops_the_reply(
@@ -181,20 +167,24 @@ async def test_a_stop_whose_commit_was_lost_stops_the_reply(
 
 async def _generating(db: async_sessionmaker[AsyncSession], session_id: str) -> int:
     """The reply being generated in the session, once its turn has stored its question."""
-    for _ in range(200):
+    generating: int | None = None
+
+    async def stored_question() -> bool:
+        nonlocal generating
         async with db() as session:
             row = await SessionRepository.from_session(session).get(session_id)
-        if row is not None and row.generating_message_id is not None:
-            return row.generating_message_id
-        await asyncio.sleep(0.02)
-    raise AssertionError("no reply is being generated")
+        generating = row.generating_message_id if row is not None else None
+        return generating is not None
+
+    await eventually(stored_question)
+    assert generating is not None
+    return generating
 
 
 async def test_an_agent_rebuilt_over_a_lost_connection_answers(
     client: httpx.AsyncClient,
     proxy: TcpProxy,
     fake_llm: FakeLLM,
-    db: async_sessionmaker[AsyncSession],
     delivered: bool,
 ) -> None:
     """The read that rebuilds a released agent loses its connection: read again, answered."""
@@ -237,7 +227,6 @@ async def test_an_interrupting_turn_whose_stop_requests_commit_was_lost_is_answe
     proxy: TcpProxy,
     fake_llm: FakeLLM,
     alice: Headers,
-    db: async_sessionmaker[AsyncSession],
     delivered: bool,
 ) -> None:
     """`if_busy: interrupt`: its stop request (the same when run again) loses its COMMIT's
@@ -258,3 +247,12 @@ async def test_an_interrupting_turn_whose_stop_requests_commit_was_lost_is_answe
     assert stopped.status_code == 201, stopped.text
     assert stopped.json()["assistant_message"]["metadata"]["status"] == "stopped"
     assert after["user_message"]["parent_id"] == stopped.json()["assistant_message"]["id"]
+
+
+def _echoed(*questions: str) -> list[tuple[str, str]]:
+    """The stored (role, content) of turns answered by the fake LLM, each once, in order."""
+    return [
+        pair
+        for question in questions
+        for pair in (("user", question), ("assistant", f"echo: {question}"))
+    ]

@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from session_service.config import Settings
@@ -22,11 +21,10 @@ from tests.helpers import Headers, stored
 
 @pytest.fixture
 async def client(
-    llm_settings: Callable[..., Settings], proxy: TcpProxy, migrated_url: str
+    llm_settings: Callable[..., Settings], proxied_url: str
 ) -> AsyncIterator[httpx.AsyncClient]:
-    through_proxy = make_url(migrated_url).set(host="127.0.0.1", port=proxy.port)
     settings = llm_settings(
-        database_url=through_proxy.render_as_string(hide_password=False),
+        database_url=proxied_url,
         db_connect_timeout_seconds=1,
         db_pool_timeout_seconds=2,
     )

@@ -5,7 +5,9 @@ down). `cut("silent")`: existing connections are reset and new ones accepted but
 answered (a server that hangs). `restore()` listens again on the same port.
 `lose_next(statement, delivered, skip=0)`: the next statement containing `statement` (COMMIT
 by default) that a client sends, past `skip` others, ends its connection, after the server has
-it or before: either way the client never hears the answer.
+it or before: either way the client never hears the answer. `fail_next(statement, code)`:
+the next statement containing `statement` is answered with MySQL error `code` (a deadlock,
+1213, by default) instead of reaching the server.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ class TcpProxy:
         self._lose: tuple[bytes, bool] | None = None  # armed: what, and whether it gets there
         self._skip = 0
         self.lost = 0
+        self._fail: tuple[bytes, int] | None = None  # armed: what, and with which error
+        self.failed = 0
 
     def start(self) -> TcpProxy:
         self._thread.start()
@@ -52,6 +56,9 @@ class TcpProxy:
 
     def lose_next(self, statement: bytes = COMMIT, *, delivered: bool, skip: int = 0) -> None:
         self._lose, self._skip = (statement, delivered), skip
+
+    def fail_next(self, statement: bytes, code: int = 1213) -> None:
+        self._fail = (statement, code)
 
     def _call(self, coroutine: object) -> None:
         asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(10)  # type: ignore[arg-type]
@@ -94,6 +101,11 @@ class TcpProxy:
             while data := await reader.read(65536):
                 if self._mode != "up":
                     break
+                if client is not None and self._fail is not None and self._fail[0] in data:
+                    (_, code), self._fail = self._fail, None
+                    client.write(_error_packet(data[3] + 1, code))  # the answer's sequence id
+                    self.failed += 1
+                    continue
                 if client is not None and self._lose is not None and self._lose[0] in data:
                     if self._skip:
                         self._skip -= 1
@@ -112,3 +124,9 @@ class TcpProxy:
                 await writer.drain()
         writer.transport.abort()
         self._writers.discard(writer)
+
+
+def _error_packet(sequence: int, code: int) -> bytes:
+    """MySQL's ERR packet: 0xFF, the error code, '#' and an SQL state, the message."""
+    payload = b"\xff" + code.to_bytes(2, "little") + b"#40001" + b"Deadlock found (injected)"
+    return len(payload).to_bytes(3, "little") + bytes([sequence % 256]) + payload

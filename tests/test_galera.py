@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from alembic import command
 from httpx import AsyncClient
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from session_service.config import Settings
@@ -105,9 +106,11 @@ async def test_concurrent_turns_through_two_nodes_strictly_alternate(
         *(turn((one, two)[i % 2], alice, session_id, f"q{i}") for i in range(12))
     )
     assert [r.status_code for r in responses] == [201] * 12, [r.text for r in responses]
-    rows = await stored(node3, session_id)
+    rows = await stored(node3, session_id)  # read with wsrep_sync_wait, as the service reads
     assert len(rows) == 24
     assert_one_writer(rows, fake_llm.calls)
+    async with node3() as db:
+        assert await db.scalar(text("SELECT @@SESSION.wsrep_sync_wait")) == 1
 
 
 async def test_racing_deletes_answer_what_every_node_stores(
